@@ -1,0 +1,127 @@
+"""The DDPM family: a network, the Gaussian process, and what the Trainer needs from it.
+
+A family owns its objective and its sampling and is handed its network (DESIGN.md,
+"Interfaces"): ``losses(batch)`` returns per-example terms, ``sample(n, seed)``
+returns uint8 images, ``bits_per_dim(images)`` the variational bound.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from genlab.config import RunConfig
+from genlab.data.transforms import from_model, to_model
+from genlab.diffusion.process import Denoiser, GaussianDiffusion, nats_to_bpd
+from genlab.diffusion.samplers import per_sample_generators, randn
+from genlab.diffusion.samplers import sample as run_sampler
+from genlab.nets import TimeMLP, UNet
+
+
+def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | None = None) -> nn.Module:
+    """The denoising network described by ``cfg`` for data of ``shape`` (C, H, W)."""
+    m = cfg.model
+    if cfg.data.name == "toy2d":
+        return TimeMLP(dim=shape[0], hidden=m.hidden, depth=m.depth, num_classes=num_classes)
+    C, H, W = shape
+    if H != W:
+        raise ValueError(f"the U-Net needs square images, not {H}x{W}")
+    return UNet(
+        image_size=H, in_channels=C, channels=m.channels, num_res_blocks=m.num_res_blocks,
+        attn_resolutions=m.attn_resolutions, dropout=m.dropout, num_classes=num_classes,
+        norm_groups=m.norm_groups, head_dim=m.head_dim,
+    )
+
+
+class DDPM(nn.Module):
+    """Denoising diffusion probabilistic model (Ho et al. 2020) over data with ``levels`` grey levels.
+
+    ``levels`` = 0 means continuous data (toy2d): no quantisation, no discretised decoder.
+    """
+
+    def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, parameterization: str, loss: str,
+                 shape: tuple[int, ...], levels: int):
+        super().__init__()
+        self.net = net
+        self.diffusion = diffusion
+        self.parameterization = parameterization
+        self.loss_type = loss
+        self.shape = tuple(shape)
+        self.levels = levels
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> "DDPM":
+        """Build from a resolved config whose ``data.shape`` and ``data.levels`` are filled in."""
+        d = cfg.diffusion
+        shape = tuple(cfg.data.shape)
+        return cls(build_net(cfg, shape), GaussianDiffusion.from_schedule(d.schedule, d.timesteps, d.variance),
+                   d.parameterization, d.loss, shape, cfg.data.levels)
+
+    @property
+    def denoiser(self) -> Denoiser:
+        return Denoiser(self.net, self.parameterization)
+
+    def to_model(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 images (or float points) -> model space [-1, 1]."""
+        return batch.float() if self.levels == 0 else to_model(batch, self.levels)
+
+    def forward(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """What the Trainer calls (so a DDP wrapper sees the forward pass): :meth:`losses`."""
+        return self.losses(batch, generator)
+
+    def losses(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Per-example training terms for a batch of data; t ~ U{0..T-1}, eps ~ N(0, I)."""
+        x0 = self.to_model(batch)
+        B = x0.shape[0]
+        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return self.diffusion.training_losses(self.denoiser, x0, t, noise, loss=self.loss_type, levels=self.levels or 256)
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, sampler: str = "ancestral", steps: int | None = None, eta: float = 0.0,
+               batch_size: int = 256, progress: bool = False, raw: bool = False) -> torch.Tensor:
+        """``n`` samples as uint8 (values 0..levels-1), or floats in model space if ``raw``.
+
+        Sample i depends only on (seed, i): the result does not change with ``batch_size``.
+        """
+        device = next(self.net.parameters()).device
+        out = []
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            gens = per_sample_generators(seed, start, b)
+            x_T = randn((b, *self.shape), gens, device)
+            x0 = run_sampler(self.denoiser, self.diffusion, x_T, sampler=sampler, steps=steps, eta=eta,
+                             generator=gens, clip_denoised=self.levels > 0, progress=progress)
+            out.append(x0.float().cpu())
+        x = torch.cat(out)
+        return x if (raw or self.levels == 0) else from_model(x, self.levels)
+
+    @torch.no_grad()
+    def bits_per_dim(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, max_batch: int = 512,
+                     progress: bool = False) -> dict[str, float]:
+        """The full variational bound on ``images`` (uint8), averaged, in bits/dim, with its parts.
+
+        Returns ``{"bpd", "prior_bpd", "diffusion_bpd", "decoder_bpd", "n"}``: L_T, the sum of
+        the L_{t-1} terms (t = 2..T in the paper's indexing) and L_0, each averaged over images.
+        """
+        if self.levels == 0:
+            raise ValueError("bits/dim needs discrete data")
+        device = next(self.net.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        D = math.prod(self.shape)
+        sums = {"prior": 0.0, "diffusion": 0.0, "decoder": 0.0, "total": 0.0}
+        batches = range(0, images.shape[0], batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="bits/dim", unit="batch", dynamic_ncols=True)
+        for start in batches:
+            x0 = self.to_model(images[start : start + batch_size]).to(device)
+            parts = self.diffusion.variational_bound(self.denoiser, x0, self.levels, generator=gen, max_batch=max_batch)
+            for k in sums:
+                sums[k] += nats_to_bpd(parts[k], D).sum().item()
+        n = images.shape[0]
+        return {"bpd": sums["total"] / n, "prior_bpd": sums["prior"] / n, "diffusion_bpd": sums["diffusion"] / n,
+                "decoder_bpd": sums["decoder"] / n, "n": n}

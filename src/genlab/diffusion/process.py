@@ -1,0 +1,290 @@
+"""The Gaussian diffusion process of Ho et al. 2020 (DDPM) and its variational bound.
+
+Conventions (used everywhere in genlab):
+
+* **Timesteps run 0..T-1.** Index ``t`` here is the paper's ``t + 1``: ``x_t`` in code
+  is the paper's x_{t+1}, ``betas[t]`` is the paper's beta_{t+1}. The data is x0
+  (paper x_0). So ``t = 0`` is the first noisy latent (paper x_1), whose reverse step
+  is the decoder p(x_0 | x_1), and ``t = T - 1`` is the last (paper x_T).
+* **Units**: every likelihood term is in nats per example (summed over dimensions)
+  inside this module; :func:`nats_to_bpd` converts at the edges.
+* Shapes: ``x0``, ``xt``, ``eps`` are ``[B, *D]``; ``t`` is an integer tensor ``[B]``.
+
+Notation (paper -> code): beta_t -> betas, alpha_t -> alphas, bar(alpha)_t ->
+alpha_bar, tilde(beta)_t -> posterior_variance, tilde(mu)_t -> posterior mean.
+
+The process is not the network: :class:`GaussianDiffusion` owns the schedule and the
+math and is handed a :class:`Denoiser` (STYLE.md, "Take" 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from genlab.diffusion.schedules import make_betas
+from genlab.errors import ConfigError
+
+PARAMETERIZATIONS = ("eps", "x0", "v")
+VARIANCES = ("fixed_small", "fixed_large")
+
+
+@dataclass
+class Denoiser:
+    """A network ``net(x_t, t, **cond) -> output`` plus what it predicts (eps, x0 or v).
+
+    ``t`` passed to ``net`` is always the index into the *original* schedule (0..T-1),
+    even when sampling a respaced process.
+    """
+
+    net: Callable[..., torch.Tensor]
+    parameterization: str = "eps"
+
+    def __post_init__(self):
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ConfigError(
+                f"unknown parameterization {self.parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}."
+            )
+
+    def __call__(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        return self.net(xt, t, **cond)
+
+
+def nats_to_bpd(nats: torch.Tensor, num_dims: int) -> torch.Tensor:
+    """Nats per example -> bits per dimension."""
+    return nats / (num_dims * math.log(2.0))
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2):
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, levels: int):
+    """log p(x) per element of a Gaussian discretised into ``levels`` bins on [-1, 1].
+
+    DDPM eq. (13) with 1/255 generalised to 1/(K-1) for K grey levels: the data values
+    are ``-1 + 2k/(K-1)``, bin ``k`` covers ``[x - 1/(K-1), x + 1/(K-1)]``, and the
+    edge bins extend to -inf and +inf so the K probabilities sum to one. Computed in
+    float64 with exact normal CDFs. Returns nats, same shape as ``x``.
+    """
+    x, mean, log_scale = (a.double() for a in (x, mean, log_scale))
+    half_bin = 1.0 / (levels - 1)
+    inv_std = torch.exp(-log_scale)
+    upper = (x - mean + half_bin) * inv_std
+    lower = (x - mean - half_bin) * inv_std
+    log_cdf_upper = torch.special.log_ndtr(upper)  # log P(X <= x + h), first bin
+    log_sf_lower = torch.special.log_ndtr(-lower)  # log P(X >= x - h), last bin
+    # middle bins: P(lower < Z < upper); use the tail where it is more accurate
+    mid = torch.where(
+        lower > 0,
+        torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+        torch.special.ndtr(upper) - torch.special.ndtr(lower),
+    )
+    log_mid = torch.log(mid.clamp_min(1e-300))
+    first = x < -1 + half_bin / 2
+    last = x > 1 - half_bin / 2
+    return torch.where(first, log_cdf_upper, torch.where(last, log_sf_lower, log_mid))
+
+
+def _extract(table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """table[t] as x's dtype, shaped [B, 1, 1, ...] to broadcast against x."""
+    out = table.to(x.device)[t].to(x.dtype)
+    return out.reshape(t.shape[0], *([1] * (x.dim() - 1)))
+
+
+class GaussianDiffusion:
+    """Forward process q, reverse process p, training losses and the variational bound.
+
+    Args:
+        betas: float64 array ``[T]`` of forward variances (see :mod:`schedules`).
+        variance: the fixed reverse variance, ``"fixed_small"`` (tilde(beta)_t, the
+            posterior variance) or ``"fixed_large"`` (beta_t); DDPM Sec. 3.2.
+        timestep_map: for a respaced process, the original-schedule index of each of
+            its steps (passed to the network); identity otherwise.
+    """
+
+    def __init__(self, betas, variance: str = "fixed_small", timestep_map=None):
+        if variance not in VARIANCES:
+            raise ConfigError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}.")
+        betas = torch.as_tensor(np.asarray(betas, dtype=np.float64))
+        self.variance = variance
+        self.num_timesteps = T = betas.shape[0]
+        self.timestep_map = torch.arange(T) if timestep_map is None else torch.as_tensor(timestep_map, dtype=torch.long)
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alpha_bar = torch.cumprod(self.alphas, 0)
+        self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
+        self.sqrt_alpha_bar = self.alpha_bar.sqrt()
+        self.sqrt_one_minus_alpha_bar = (1.0 - self.alpha_bar).sqrt()
+        self.sqrt_recip_alpha_bar = (1.0 / self.alpha_bar).sqrt()
+        self.sqrt_recipm1_alpha_bar = (1.0 / self.alpha_bar - 1.0).sqrt()
+        # q(x_{t-1} | x_t, x_0), DDPM eq. (6)-(7)
+        self.posterior_variance = betas * (1.0 - self.alpha_bar_prev) / (1.0 - self.alpha_bar)
+        # tilde(beta) is 0 at t = 0: clip the log to the next value, as improved-diffusion does
+        self.posterior_log_variance_clipped = torch.log(
+            torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
+        )
+        self.posterior_mean_coef1 = betas * self.alpha_bar_prev.sqrt() / (1.0 - self.alpha_bar)
+        self.posterior_mean_coef2 = (1.0 - self.alpha_bar_prev) * self.alphas.sqrt() / (1.0 - self.alpha_bar)
+
+    @classmethod
+    def from_schedule(cls, schedule: str, timesteps: int, variance: str = "fixed_small") -> "GaussianDiffusion":
+        return cls(make_betas(schedule, timesteps), variance=variance)
+
+    def respaced(self, timesteps) -> "GaussianDiffusion":
+        """The process restricted to a subset of timesteps, with the betas recomputed.
+
+        For kept indices s_0 < s_1 < ..., the new beta_i = 1 - alpha_bar[s_i] / alpha_bar[s_{i-1}]
+        keeps every q(x_{s_i} | x_0) unchanged (improved-diffusion, "respace.py").
+        """
+        keep = sorted({int(s) for s in timesteps})
+        if not keep or keep[0] < 0 or keep[-1] >= self.num_timesteps:
+            raise ConfigError(f"respaced timesteps must lie in 0..{self.num_timesteps - 1}.")
+        ab = self.alpha_bar[keep]
+        ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        return GaussianDiffusion((1.0 - ab / ab_prev).numpy(), self.variance, self.timestep_map[keep])
+
+    # ----- forward process -------------------------------------------------------------
+    def q_mean_variance(self, x0, t):
+        """Mean and variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I); DDPM eq. (4)."""
+        return _extract(self.sqrt_alpha_bar, t, x0) * x0, _extract(1.0 - self.alpha_bar, t, x0)
+
+    def q_sample(self, x0, t, noise):
+        """Draw x_t ~ q(x_t | x_0) with the given standard-normal ``noise``; DDPM eq. (4)."""
+        return _extract(self.sqrt_alpha_bar, t, x0) * x0 + _extract(self.sqrt_one_minus_alpha_bar, t, x0) * noise
+
+    def q_posterior_mean_variance(self, x0, xt, t):
+        """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0); DDPM eq. (6)-(7)."""
+        mean = _extract(self.posterior_mean_coef1, t, xt) * x0 + _extract(self.posterior_mean_coef2, t, xt) * xt
+        return mean, _extract(self.posterior_variance, t, xt), _extract(self.posterior_log_variance_clipped, t, xt)
+
+    # ----- conversions between parameterisations ---------------------------------------
+    def predict_x0_from_eps(self, xt, t, eps):
+        return _extract(self.sqrt_recip_alpha_bar, t, xt) * xt - _extract(self.sqrt_recipm1_alpha_bar, t, xt) * eps
+
+    def predict_eps_from_x0(self, xt, t, x0):
+        return (_extract(self.sqrt_recip_alpha_bar, t, xt) * xt - x0) / _extract(self.sqrt_recipm1_alpha_bar, t, xt)
+
+    def predict_x0_from_v(self, xt, t, v):
+        """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022)."""
+        return _extract(self.sqrt_alpha_bar, t, xt) * xt - _extract(self.sqrt_one_minus_alpha_bar, t, xt) * v
+
+    def target(self, parameterization: str, x0, t, noise):
+        """The regression target of a network with the given parameterisation."""
+        if parameterization == "eps":
+            return noise
+        if parameterization == "x0":
+            return x0
+        if parameterization == "v":
+            return _extract(self.sqrt_alpha_bar, t, x0) * noise - _extract(self.sqrt_one_minus_alpha_bar, t, x0) * x0
+        raise ConfigError(f"unknown parameterization {parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}.")
+
+    def model_variance(self, t, x):
+        """Fixed reverse variance and its log, broadcast to x; DDPM Sec. 3.2."""
+        if self.variance == "fixed_large":
+            # beta_t, with beta_0 replaced by tilde(beta)_1 as in improved-diffusion so the
+            # decoder's variance is not unduly wide
+            var = torch.cat([self.posterior_variance[1:2], self.betas[1:]])
+            return _extract(var, t, x), _extract(torch.log(var), t, x)
+        return _extract(self.posterior_variance, t, x), _extract(self.posterior_log_variance_clipped, t, x)
+
+    # ----- reverse process -------------------------------------------------------------
+    def p_mean_variance(self, denoiser: Denoiser, xt, t, clip_denoised: bool = True, **cond):
+        """Mean and variance of p_theta(x_{t-1} | x_t), with the network's x0 and eps.
+
+        The mean is the posterior mean at the predicted x0 (DDPM eq. (11) for eps models),
+        which for an eps model without clipping equals
+        1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps).
+        """
+        out = denoiser(xt, self.timestep_map.to(xt.device)[t], **cond).to(xt.dtype)
+        p = denoiser.parameterization
+        if p == "eps":
+            pred_x0 = self.predict_x0_from_eps(xt, t, out)
+        elif p == "x0":
+            pred_x0 = out
+        else:
+            pred_x0 = self.predict_x0_from_v(xt, t, out)
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+        eps = out if (p == "eps" and not clip_denoised) else self.predict_eps_from_x0(xt, t, pred_x0)
+        mean, _, _ = self.q_posterior_mean_variance(pred_x0, xt, t)
+        var, log_var = self.model_variance(t, xt)
+        return {"mean": mean, "variance": var, "log_variance": log_var, "pred_x0": pred_x0, "eps": eps}
+
+    # ----- losses ------------------------------------------------------------------------
+    def vb_terms(self, denoiser: Denoiser, x0, xt, t, levels: int, clip_denoised: bool = True, **cond):
+        """The bound's term at step t per example, in nats: L_{t} for t > 0, L_0 for t = 0.
+
+        For t > 0: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) (DDPM eq. (5)).
+        For t = 0: -log p(x_0 | x_1) with the discretised Gaussian decoder of K = ``levels``
+        bins (DDPM eq. (13)). Returns (terms [B], pred_x0).
+        """
+        true_mean, _, true_log_var = self.q_posterior_mean_variance(x0, xt, t)
+        p = self.p_mean_variance(denoiser, xt, t, clip_denoised=clip_denoised, **cond)
+        kl = normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"]).flatten(1).sum(1)
+        nll = -discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"], levels).flatten(1).sum(1)
+        return torch.where(t == 0, nll.to(kl.dtype), kl), p["pred_x0"]
+
+    def prior_kl(self, x0):
+        """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in nats; no parameters."""
+        t = torch.full((x0.shape[0],), self.num_timesteps - 1, dtype=torch.long, device=x0.device)
+        mean, var = self.q_mean_variance(x0.double(), t)
+        return normal_kl(mean, var.log(), torch.zeros_like(mean), torch.zeros_like(mean)).flatten(1).sum(1)
+
+    def training_losses(self, denoiser: Denoiser, x0, t, noise, loss: str = "simple", levels: int = 256, **cond):
+        """Per-example loss terms for a batch; ``loss`` is ``"simple"`` or ``"vlb"``.
+
+        * ``simple``: L_simple, DDPM eq. (14) / Algorithm 1: || target - net(x_t, t) ||^2,
+          averaged over dimensions (target = eps, x0 or v).
+        * ``vlb``: an unbiased estimate of the bound minus L_T: T * L_t per example, in nats
+          per dimension, with t uniform (the bound's terms share one network).
+        Returns a dict of ``[B]`` tensors; ``"loss"`` is what is optimised.
+        """
+        xt = self.q_sample(x0, t, noise)
+        if loss == "simple":
+            out = denoiser(xt, self.timestep_map.to(x0.device)[t], **cond)
+            target = self.target(denoiser.parameterization, x0, t, noise)
+            mse = (out.float() - target.float()).pow(2).flatten(1).mean(1)
+            return {"loss": mse, "mse": mse}
+        if loss == "vlb":
+            terms, _ = self.vb_terms(denoiser, x0, xt, t, levels, clip_denoised=False, **cond)
+            per_dim = terms.float() / x0[0].numel()
+            return {"loss": self.num_timesteps * per_dim, "vb": per_dim}
+        raise ConfigError(f"unknown loss {loss!r}; choose one of simple, vlb.")
+
+    @torch.no_grad()
+    def variational_bound(
+        self, denoiser: Denoiser, x0, levels: int, generator: torch.Generator | None = None,
+        max_batch: int = 512, clip_denoised: bool = True, **cond,
+    ):
+        """The full bound -log p(x0) <= L_T + sum_{t>0} L_t + L_0 per example, in nats.
+
+        Every one of the T terms is computed (no sampling of t), with several timesteps
+        stacked into one network batch of at most ``max_batch`` images. Each term uses
+        its own noise draw from ``generator``. Returns a dict of ``[B]`` float64 tensors:
+        ``prior`` (L_T), ``diffusion`` (sum of the KL terms, t = 1..T-1), ``decoder`` (L_0)
+        and ``total``; the caller converts to bits/dim with :func:`nats_to_bpd`.
+        """
+        B = x0.shape[0]
+        T = self.num_timesteps
+        terms = torch.zeros(B, T, dtype=torch.float64)
+        per_call = max(1, max_batch // B)
+        for start in range(0, T, per_call):
+            ts = torch.arange(start, min(start + per_call, T))
+            n = ts.numel()
+            t = ts.repeat_interleave(B).to(x0.device)
+            x = x0.repeat(n, *([1] * (x0.dim() - 1)))
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x0.device)
+            xt = self.q_sample(x, t, noise)
+            rep_cond = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in cond.items()}
+            vb, _ = self.vb_terms(denoiser, x, xt, t, levels, clip_denoised=clip_denoised, **rep_cond)
+            terms[:, start : start + n] = vb.double().reshape(n, B).T.cpu()
+        prior = self.prior_kl(x0).cpu()
+        decoder = terms[:, 0]
+        diffusion = terms[:, 1:].sum(1)
+        return {"prior": prior, "diffusion": diffusion, "decoder": decoder, "total": prior + diffusion + decoder, "terms": terms}

@@ -1,0 +1,121 @@
+"""Samplers: plain functions of a denoiser, a process and a source of randomness.
+
+Randomness is always passed in. ``generator`` is either one ``torch.Generator`` for
+the whole batch or a list with one generator per sample; with a list, each image
+depends only on its own generator, so the same seeds give the same images whatever
+the batch size (:func:`per_sample_generators` makes such a list from one seed).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genlab.diffusion.process import Denoiser, GaussianDiffusion, _extract
+from genlab.errors import ConfigError
+
+GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
+
+
+def per_sample_generators(seed: int, start: int, count: int) -> list[torch.Generator]:
+    """One CPU generator per sample index ``start .. start+count-1`` for ``seed``.
+
+    Sample i's stream depends only on (seed, i) (EDM gives each image its own seed).
+    """
+    gens = []
+    for i in range(start, start + count):
+        state = np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint64)[0]
+        gens.append(torch.Generator().manual_seed(int(state) & ((1 << 63) - 1)))
+    return gens
+
+
+def randn(shape, generator: GeneratorLike, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise of ``shape`` ([B, ...]); with a list, row b comes from generator b."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        rows = [torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in generator]
+        return torch.stack(rows).to(device)
+    return torch.randn(tuple(shape), generator=generator, dtype=dtype).to(device)
+
+
+def _steps_iter(n, progress, desc):
+    it = range(n - 1, -1, -1)
+    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True) if progress else it
+
+
+@torch.no_grad()
+def ancestral_sample(
+    denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, generator: GeneratorLike = None,
+    clip_denoised: bool = True, progress: bool = False, **cond,
+) -> torch.Tensor:
+    """Algorithm 2 (sampling) of Ho et al. 2020, over every step of ``diffusion``.
+
+    x_{t-1} = mu_theta(x_t, t) + sigma_t z, with no noise added at the last step.
+    Pass ``diffusion.respaced(...)`` to sample with fewer steps.
+    """
+    x = x_T
+    B = x.shape[0]
+    for i in _steps_iter(diffusion.num_timesteps, progress, "ancestral"):
+        t = torch.full((B,), i, dtype=torch.long, device=x.device)
+        out = diffusion.p_mean_variance(denoiser, x, t, clip_denoised=clip_denoised, **cond)
+        x = out["mean"]
+        if i > 0:
+            x = x + torch.exp(0.5 * out["log_variance"]) * randn(x.shape, generator, x.device, x.dtype)
+    return x
+
+
+def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """``steps`` indices evenly spread over 0..T-1, always including T-1 and 0 (descending use)."""
+    if not 1 <= steps <= num_timesteps:
+        raise ConfigError(f"the number of sampling steps must lie in 1..{num_timesteps}, not {steps}.")
+    return sorted({int(round(s)) for s in np.linspace(0, num_timesteps - 1, steps)})
+
+
+@torch.no_grad()
+def ddim_sample(
+    denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, steps: int, eta: float = 0.0,
+    generator: GeneratorLike = None, clip_denoised: bool = True, progress: bool = False, **cond,
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. (12)) on ``steps`` respaced timesteps.
+
+    x_prev = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps_hat + sigma z,
+    sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) (1 - alpha_bar / alpha_bar_prev)).
+    eta = 0 is the deterministic DDIM; eta = 1 matches DDPM's ancestral variance.
+    """
+    if eta < 0:
+        raise ConfigError(f"DDIM's eta must be >= 0, not {eta}.")
+    proc = diffusion.respaced(ddim_timesteps(diffusion.num_timesteps, steps))
+    x = x_T
+    B = x.shape[0]
+    for i in _steps_iter(proc.num_timesteps, progress, "ddim"):
+        t = torch.full((B,), i, dtype=torch.long, device=x.device)
+        out = proc.p_mean_variance(denoiser, x, t, clip_denoised=clip_denoised, **cond)
+        ab = _extract(proc.alpha_bar, t, x)
+        ab_prev = _extract(proc.alpha_bar_prev, t, x)
+        sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+        x = ab_prev.sqrt() * out["pred_x0"] + torch.sqrt((1 - ab_prev - sigma**2).clamp_min(0)) * out["eps"]
+        if i > 0 and eta > 0:
+            x = x + sigma * randn(x.shape, generator, x.device, x.dtype)
+    return x
+
+
+SAMPLERS = ("ancestral", "ddim")
+
+
+def sample(
+    denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, sampler: str = "ancestral",
+    steps: int | None = None, eta: float = 0.0, generator: GeneratorLike = None, clip_denoised: bool = True,
+    progress: bool = False, **cond,
+) -> torch.Tensor:
+    """Dispatch to a named sampler. ``steps=None`` means every timestep for ancestral, 50 for DDIM."""
+    T = diffusion.num_timesteps
+    if sampler == "ancestral":
+        proc = diffusion if steps in (None, T) else diffusion.respaced(ddim_timesteps(T, steps))
+        return ancestral_sample(denoiser, proc, x_T, generator, clip_denoised, progress, **cond)
+    if sampler == "ddim":
+        return ddim_sample(denoiser, diffusion, x_T, steps or min(50, T), eta, generator, clip_denoised, progress, **cond)
+    raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")

@@ -1,0 +1,56 @@
+"""Run directories: what ``genlab train`` writes and ``genlab sample`` / ``eval`` read.
+
+A run directory holds ``config.json`` (everything needed to rebuild the model),
+``checkpoints/step_*.safetensors``, ``samples/*.png`` and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from genlab.config import RunConfig, from_dict
+from genlab.errors import GenlabError, RunError
+from genlab.training.checkpoint import latest_checkpoint, load_checkpoint, load_into
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is not a directory; pass a run directory written by genlab train.")
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a genlab run (no config.json); pass a run directory written by genlab train.")
+    try:
+        raw = json.loads(path.read_text())
+        cfg = from_dict(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON ({e}); restore it from the checkpoint's metadata or retrain.") from None
+    except GenlabError as e:
+        raise RunError(f"{path} is not a valid genlab config: {e}") from None
+    if not cfg.data.shape:
+        raise RunError(f"{path} does not record the data shape; it was not written by genlab train.")
+    return cfg
+
+
+def build_family(cfg: RunConfig) -> torch.nn.Module:
+    if cfg.family == "ddpm":
+        from genlab.diffusion.model import DDPM
+
+        return DDPM.from_config(cfg)
+    raise RunError(f"unknown model family {cfg.family!r} in config.json; this genlab knows: ddpm.")
+
+
+def load_run(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path | None = None):
+    """(config, family in eval mode with the chosen weights, checkpoint path, step).
+
+    ``weights`` is ``"ema"`` (the default: what sampling and evaluation use) or ``"model"``.
+    """
+    cfg = read_run_config(run_dir)
+    family = build_family(cfg)
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(Path(run_dir))
+    tensors, meta = load_checkpoint(path, prefix=f"{weights}.")
+    load_into(family, tensors, f"{weights}.", path)
+    return cfg, family.eval(), path, int(meta.get("step", 0))

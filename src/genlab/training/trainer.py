@@ -1,0 +1,198 @@
+"""The one training loop, for every family.
+
+A family is an ``nn.Module`` whose ``forward(batch, generator)`` returns a dict of
+per-example loss terms (``"loss"`` is optimised) and which has ``sample(n, seed=...)``.
+The Trainer owns everything else: AdamW with warm-up, gradient clipping, EMA,
+mixed precision and devices (through Accelerate), checkpoints, ``metrics.jsonl``,
+sample grids and the progress bar.
+
+Determinism: the data order of step s is a function of (seed, s) alone, and the noise
+generator and torch's global RNG (dropout) are saved in every checkpoint, so
+``resume`` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from genlab.config import RunConfig
+from genlab.errors import ConfigError, TrainingError
+from genlab.training.checkpoint import (
+    atomic_write_text,
+    list_checkpoints,
+    load_checkpoint,
+    load_into,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
+from genlab.training.ema import EMA
+
+
+def batch_indices(num_items: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of the batch for ``step``: epoch e is a permutation seeded by (seed, e); last partial batch dropped."""
+    per_epoch = num_items // batch_size
+    epoch, i = divmod(step, per_epoch)
+    perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return perm[i * batch_size:(i + 1) * batch_size]
+
+
+class Trainer:
+    """Train ``family`` on ``data`` (a tensor of examples) into ``run_dir``.
+
+    Args:
+        family: the model with its objective (see module docstring).
+        cfg: the run's resolved config (``cfg.train`` drives the loop).
+        run_dir: where ``config.json``, ``checkpoints/``, ``samples/`` and ``metrics.jsonl`` go.
+        data: training examples, uint8 images ``[N, C, H, W]`` or float points ``[N, D]``.
+        save_samples: ``(samples, path)`` -> writes a grid or plot of ``family.sample`` output.
+        progress: show a tqdm progress bar.
+        echo: where one-line messages go (print by default).
+    """
+
+    def __init__(self, family: nn.Module, cfg: RunConfig, run_dir: str | Path, data: torch.Tensor,
+                 save_samples: Callable[[torch.Tensor, Path], None] | None = None, progress: bool = True,
+                 echo: Callable[[str], None] = print):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.tc = tc = cfg.train
+        self.run_dir = Path(run_dir)
+        self.data = data
+        self.save_samples = save_samples
+        self.progress = progress
+        self.echo = echo
+        if tc.batch_size > len(data):
+            raise ConfigError(f"--batch-size {tc.batch_size} is larger than the training set ({len(data)} examples); pass a smaller --batch-size.")
+        self.accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
+        self.optimizer = torch.optim.AdamW(family.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(family, self.optimizer)
+        self.ema = EMA(self.unwrapped, tc.ema_decay)
+        self.noise_gen = torch.Generator().manual_seed(tc.seed + 1)
+        torch.manual_seed(tc.seed + 2)  # dropout draws from the global RNG; saved in checkpoints
+        self.step = 0
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    # ----- checkpoints -------------------------------------------------------------------
+    def checkpoint_path(self, step: int) -> Path:
+        return self.run_dir / "checkpoints" / f"step_{step:07d}.safetensors"
+
+    def save(self) -> Path:
+        tensors = {f"model.{k}": v for k, v in self.unwrapped.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
+        optim_tensors, param_groups = optimizer_to_tensors(self.optimizer)
+        tensors.update(optim_tensors)
+        tensors["rng.noise"] = self.noise_gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        path = self.checkpoint_path(self.step)
+        save_checkpoint(path, tensors, {"step": self.step, "config": self.cfg.to_json(), "optim_param_groups": param_groups})
+        for _, old in list_checkpoints(self.run_dir)[:-max(1, self.tc.keep_checkpoints)]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load(self, path: Path) -> None:
+        """Restore model, EMA, optimiser, RNG state and step from a checkpoint."""
+        tensors, meta = load_checkpoint(path)
+        load_into(self.unwrapped, tensors, "model.", path)
+        load_into(self.ema.model, tensors, "ema.", path)
+        self.optimizer.load_state_dict(optimizer_from_tensors(tensors, meta["optim_param_groups"]))
+        self.noise_gen.set_state(tensors["rng.noise"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(meta["step"])
+
+    # ----- the loop ----------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up to the peak rate, then constant (DDPM)."""
+        return self.tc.lr * min(1.0, (step + 1) / max(1, self.tc.warmup))
+
+    def write_samples(self, tag: str) -> Path | None:
+        if self.save_samples is None:
+            return None
+        tc = self.tc
+        samples = self.ema.model.sample(64, seed=tc.seed, sampler=tc.grid_sampler, steps=tc.grid_steps)
+        path = self.run_dir / "samples" / f"{tag}.png"
+        self.save_samples(samples, path)
+        return path
+
+    def log(self, record: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> dict:
+        """Train until ``cfg.train.steps``; returns a summary (steps, seconds, final loss, last grid)."""
+        tc = self.tc
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.json", self.cfg.to_json() + "\n")
+        device = self.accelerator.device
+        start_step = self.step
+        bar = tqdm(total=tc.steps, initial=start_step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        t_start = t_log = time.perf_counter()
+        window: dict[str, float] = {}
+        window_n = 0
+        last_grid = None
+        self.model.train()
+        while self.step < tc.steps:
+            idx = batch_indices(len(self.data), tc.batch_size, tc.seed, self.step)
+            batch = self.data[idx].to(device, non_blocking=True)
+            lr = self.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with self.accelerator.autocast():
+                terms = self.model(batch, self.noise_gen)
+            loss = terms["loss"].float().mean()
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} at step {self.step}; lower --lr (now {tc.lr:g}) or use "
+                    f"--mixed-precision no, and --resume from the last checkpoint in {self.run_dir / 'checkpoints'}."
+                )
+            self.accelerator.backward(loss)
+            if tc.grad_clip > 0:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.ema.update(self.unwrapped, self.step)
+
+            for k, v in terms.items():
+                window[k] = window.get(k, 0.0) + v.detach().float().mean().item()
+            window_n += 1
+            bar.update(1)
+            if self.step % tc.log_every == 0 or self.step == tc.steps:
+                now = time.perf_counter()
+                ips = window_n * tc.batch_size / (now - t_log)
+                record = {"step": self.step, **{k: v / window_n for k, v in window.items()}, "lr": lr,
+                          "images_per_s": ips, "time_s": now - t_start}
+                self.log(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{ips:.0f}")
+                window, window_n, t_log = {}, 0, now
+            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
+                self.save()
+            if tc.sample_every and self.step % tc.sample_every == 0 and self.step < tc.steps:
+                self.write_samples(f"step_{self.step:07d}")
+                t_log = time.perf_counter()  # sampling time is not training throughput
+        bar.close()
+        train_seconds = time.perf_counter() - t_start
+        ckpt = self.save()
+        last_grid = self.write_samples(f"step_{self.step:07d}")
+        return {"steps": self.step, "trained_steps": self.step - start_step, "seconds": train_seconds,
+                "checkpoint": ckpt, "grid": last_grid}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def fmt_seconds(s: float) -> str:
+    m, s = divmod(int(math.ceil(s)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
