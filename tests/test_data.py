@@ -9,12 +9,6 @@ from genlab.data import (DATASETS, DatasetInfo, ImageDataset, PointDataset, from
 from genlab.errors import DataError, GenlabError
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.delenv("GENLAB_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
 def test_registry_names():
     assert set(DATASETS) >= {"digits", "mnist", "fashion-mnist", "cifar10", "cifar10-jpeg", "folder", "toy2d"}
 

@@ -16,12 +16,6 @@ from genlab.errors import DataError
 N = 20  # images per fake batch
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.delenv("GENLAB_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
 def fake_batches(seed=0):
     """{batch name: (uint8 [N, 3072], labels [N])} for data_batch_1..5 and test_batch."""
     rng = np.random.default_rng(seed)

@@ -2,9 +2,7 @@
 
 import functools
 import gzip
-import os
 import shutil
-import socket
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,15 +14,10 @@ from genlab.data import download as dl
 from genlab.data import load_dataset
 from genlab.errors import DataError
 
-
-def _shared_data():
-    env = os.environ.get("GENLAB_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return path if path.is_dir() else None
+from conftest import SHARED, unreachable_url
 
 
-SHARED = _shared_data()
-pytestmark = [pytest.mark.shared_data,
+pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.shared_data,
               pytest.mark.skipif(SHARED is None, reason="needs ../shared/data (or GENLAB_SHARED_DATA)")]
 TEST_FILES = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
@@ -50,21 +43,6 @@ def serve():
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-def unreachable_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    monkeypatch.delenv("GENLAB_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    url = unreachable_url()
-    monkeypatch.setattr(dl, "MIRRORS", {name: (url,) for name in dl.MIRRORS})
 
 
 def no_partial_files(folder):

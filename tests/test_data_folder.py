@@ -13,25 +13,7 @@ from genlab.data import folder as folder_mod
 from genlab.data import load_dataset
 from genlab.errors import DataError
 
-
-def _shared_data():
-    env = os.environ.get("GENLAB_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return path if path.is_dir() else None
-
-
-SHARED = _shared_data()
-
-
-def needs_shared(test):
-    skip = pytest.mark.skipif(SHARED is None, reason="needs ../shared/data (or GENLAB_SHARED_DATA)")
-    return pytest.mark.shared_data(skip(test))
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    monkeypatch.delenv("GENLAB_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+from conftest import SHARED, needs_shared
 
 
 def make_tree(root, spec, size=(6, 4), mode="RGB", ext="png", seed=0):

@@ -1,9 +1,7 @@
 """MNIST / Fashion-MNIST IDX loading: real files, layouts, and every kind of damaged file."""
 
 import gzip
-import os
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -15,35 +13,9 @@ from genlab.data import load_dataset
 from genlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from genlab.errors import DataError
 
+from conftest import SHARED, needs_shared
 
-def _shared_data():
-    env = os.environ.get("GENLAB_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return path if path.is_dir() else None
-
-
-SHARED = _shared_data()
-
-
-def needs_shared(test):
-    skip = pytest.mark.skipif(SHARED is None, reason="needs ../shared/data (or GENLAB_SHARED_DATA)")
-    return pytest.mark.shared_data(skip(test))
-
-
-def unreachable_url():
-    # A port nobody listens on: connecting fails at once, and nothing leaves this machine.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    monkeypatch.delenv("GENLAB_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    url = unreachable_url()
-    monkeypatch.setattr(dl, "MIRRORS", {name: (url,) for name in dl.MIRRORS})
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def write_idx(path, array, magic=None, gz=False):

@@ -146,3 +146,20 @@ def test_bound_with_the_optimal_denoiser_is_close_to_the_true_nll(schedule, max_
     assert nats_to_bpd(parts["prior"], 4).mean().item() < 1e-4
     assert bpd.mean().item() > entropy_bits - 4 * se
     assert bpd.mean().item() - entropy_bits < max_gap, (bpd.mean().item(), entropy_bits)
+
+
+def test_stratified_estimate_of_the_bound_is_unbiased():
+    """Sampling K timesteps per image (one per stratum) estimates the full sum without bias."""
+    K, mu, s = 17, -0.2, 0.4
+    diff = GaussianDiffusion.from_schedule("linear", 1000)
+    levels = -1 + 2 * torch.arange(K, dtype=torch.float64) / (K - 1)
+    p = torch.softmax(-((levels - mu) ** 2) / (2 * s**2), 0)
+    gen = torch.Generator().manual_seed(11)
+    x0 = levels[torch.multinomial(p, 600 * 2, replacement=True, generator=gen)].reshape(600, 2)
+    oracle = discrete_oracle(diff, levels, p)
+    full = diff.variational_bound(oracle, x0, K, generator=gen, max_batch=200_000, clip_denoised=False)
+    est = diff.variational_bound(oracle, x0, K, generator=gen, max_batch=200_000, clip_denoised=False, t_samples=20)
+    assert "terms" in full and "terms" not in est
+    torch.testing.assert_close(est["prior"], full["prior"])
+    diff_se = (est["total"] - full["total"]).std().item() / math.sqrt(600)
+    assert abs(est["total"].mean().item() - full["total"].mean().item()) < 4 * diff_se

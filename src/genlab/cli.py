@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, default=None, help="JSON or TOML file of settings (same sections as config.json); flags override it")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint (same step, same data order)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     _add_config_flags(t)
 
     s = sub.add_parser("sample", help="sample images from a run's EMA weights")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npz", type=Path, default=None, help="also write the samples as uint8 arrays to this .npz")
     s.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     e = sub.add_parser("eval", help="evaluate a run: bits/dim by the full variational bound")
     e.add_argument("run", type=Path, help="run directory written by genlab train")
@@ -77,10 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None, help="where the dataset's files are, if not where training found them")
     e.add_argument("--batch-size", type=int, default=None, help="images per batch (default: fills about 512 network inputs)")
     e.add_argument("--seed", type=int, default=0, help="seed of the noise draws in the bound")
+    e.add_argument("--t-samples", type=int, default=None,
+                   help="estimate the sum of the T-1 KL terms from K stratified timesteps per image (unbiased, "
+                        "K/T of the cost; the standard error is printed) instead of computing all of them")
     e.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -135,14 +138,15 @@ def cmd_train(args) -> int:
         torch.manual_seed(cfg.train.seed)
         family = build_family(cfg)
     levels = cfg.data.levels
+    reference = None if levels else _data_tensor(train)[:2000]
     trainer = Trainer(family, cfg, run_dir, _data_tensor(train),
-                      save_samples=lambda x, path: save_samples(x, path, levels), progress=not args.no_progress)
+                      save_samples=lambda x, path: save_samples(x, path, levels, reference), progress=not args.no_progress)
     if args.resume:
         ckpt = latest_checkpoint(run_dir)
         trainer.load(ckpt)
         print(f"genlab: resuming {run_dir} from step {trainer.step} ({ckpt.name})")
-    print(f"genlab: training {cfg.family} on {cfg.data.name} ({len(train)} images {'x'.join(map(str, cfg.data.shape))}, "
-          f"{levels} levels), {count_parameters(family) / 1e6:.2f}M parameters, {cfg.train.steps} steps at batch "
+    what = f"{len(train)} images {'x'.join(map(str, cfg.data.shape))}, {levels} levels" if levels else f"{len(train)} points"
+    print(f"genlab: training {cfg.family} on {cfg.data.name} ({what}), {count_parameters(family) / 1e6:.2f}M parameters, {cfg.train.steps} steps at batch "
           f"{cfg.train.batch_size}, precision {cfg.train.mixed_precision}")
     print(f"genlab: run directory {run_dir}")
     summary = trainer.fit()
@@ -153,23 +157,32 @@ def cmd_train(args) -> int:
     if cfg.train.eval_bpd and levels > 0:
         test = _load_data(cfg, "test")
         images = test.images[: cfg.train.eval_limit] if cfg.train.eval_limit else test.images
-        result = _bpd(trainer.ema.model, images, cfg, not args.no_progress)
+        result = _bpd(trainer.ema.model, images, cfg, not args.no_progress, t_samples=cfg.train.eval_t_samples)
         trainer.log({"event": "eval", "step": summary["steps"], "split": "test", "weights": "ema", **result})
-        print(f"genlab: test bits/dim {result['bpd']:.4f} (L_T {result['prior_bpd']:.4f} + sum L_t-1 "
+        print(f"genlab: test bits/dim {result['bpd']:.4f}{_how(result)} (L_T {result['prior_bpd']:.4f} + sum L_t-1 "
               f"{result['diffusion_bpd']:.4f} + L_0 {result['decoder_bpd']:.4f}; {result['n']} images, EMA) "
               f"in {fmt_seconds(result['seconds'])}")
     print(f"genlab: done in {fmt_seconds(time.perf_counter() - t0)}; sample more with: genlab sample {run_dir}")
     return 0
 
 
-def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, seed: int = 0) -> dict:
+def _how(result: dict) -> str:
+    """How the bound was computed, for printing."""
+    if result["t_samples"] is None:
+        return ""
+    return f" +- {result['bpd_se']:.4f} (stratified estimate, {result['t_samples']} timesteps per image)"
+
+
+def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, seed: int = 0,
+         t_samples: int | None = None) -> dict:
     import torch
 
     t0 = time.perf_counter()
     max_batch = 512
     batch_size = batch_size or max(1, min(len(images), max_batch))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.mixed_precision == "bf16"):
-        result = family.bits_per_dim(images, seed=seed, batch_size=batch_size, max_batch=max_batch, progress=progress)
+        result = family.bits_per_dim(images, seed=seed, batch_size=batch_size, max_batch=max_batch,
+                                     t_samples=t_samples, progress=progress)
     result["seconds"] = time.perf_counter() - t0
     result["timesteps"] = cfg.diffusion.timesteps
     result["precision"] = cfg.train.mixed_precision
@@ -182,7 +195,7 @@ def cmd_sample(args) -> int:
 
     from genlab.diffusion import SAMPLERS
     from genlab.run import load_run
-    from genlab.training.checkpoint import atomic_write
+    from genlab.io import atomic_write
     from genlab.viz import save_samples
 
     if args.sampler not in SAMPLERS:
@@ -221,9 +234,12 @@ def cmd_eval(args) -> int:
         raise ConfigError(f"{cfg.data.name} is continuous data: bits/dim needs images with discrete levels.")
     ds = _load_data(cfg, args.split, root=args.data_dir)
     images = ds.images[: args.limit] if args.limit else ds.images
-    result = _bpd(family, images, cfg, not (args.no_progress or args.json), args.batch_size, args.seed)
+    if args.t_samples is not None and args.t_samples < 1:
+        raise ConfigError(f"--t-samples must be at least 1, not {args.t_samples}.")
+    result = _bpd(family, images, cfg, not (args.no_progress or args.json), args.batch_size, args.seed, args.t_samples)
     record = {"bpd": result["bpd"], "prior_bpd": result["prior_bpd"], "diffusion_bpd": result["diffusion_bpd"],
-              "decoder_bpd": result["decoder_bpd"], "n": result["n"], "split": args.split, "data": cfg.data.name,
+              "decoder_bpd": result["decoder_bpd"], "bpd_se": result["bpd_se"], "t_samples": result["t_samples"],
+              "n": result["n"], "split": args.split, "data": cfg.data.name,
               "weights": args.weights, "step": step, "timesteps": result["timesteps"], "precision": result["precision"],
               "seconds": result["seconds"]}
     with open(Path(args.run) / "metrics.jsonl", "a") as f:
@@ -232,10 +248,12 @@ def cmd_eval(args) -> int:
         print(json.dumps(record))
         return 0
     T = result["timesteps"]
+    how = "all T terms" if result["t_samples"] is None else f"{result['t_samples']} stratified timesteps per image"
     print(f"bits/dim on {cfg.data.name} {args.split} ({result['n']} images, {args.weights} weights, step {step}, T={T}, "
-          f"{result['seconds']:.1f}s)")
+          f"{how}, {result['seconds']:.1f}s)")
     rows = [("L_T (prior)", result["prior_bpd"]), (f"sum of L_t-1, t=2..{T}", result["diffusion_bpd"]),
-            ("L_0 (decoder)", result["decoder_bpd"]), ("total (bound)", result["bpd"])]
+            ("L_0 (decoder)", result["decoder_bpd"]), ("total (bound)", result["bpd"]),
+            ("standard error (total)", result["bpd_se"])]
     for name, value in rows:
         print(f"  {name:<24} {value:>9.4f}")
     return 0

@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from PIL import Image
 
 from genlab.data.core import SPLITS, DatasetInfo, ImageDataset, cache_dir, search_dirs
 from genlab.errors import DataError
+from genlab.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -189,16 +189,12 @@ def _load_cache(path: Path, n: int, classes: tuple[str, ...]):
 
 
 def _save_cache(path: Path, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, images=images, labels=labels, class_names=np.array(classes, dtype=str))
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, images=images, labels=labels, class_names=np.array(classes, dtype=str))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(path, write)
     except OSError as e:  # a read-only cache only costs speed
         log.warning("could not write the image cache %s (%s)", path, e)
 

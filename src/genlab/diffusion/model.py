@@ -16,6 +16,7 @@ from genlab.config import RunConfig
 from genlab.data.transforms import from_model, to_model
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, nats_to_bpd
 from genlab.diffusion.samplers import per_sample_generators, randn
+from genlab.errors import ConfigError
 from genlab.diffusion.samplers import sample as run_sampler
 from genlab.nets import TimeMLP, UNet
 
@@ -50,12 +51,15 @@ class DDPM(nn.Module):
         self.loss_type = loss
         self.shape = tuple(shape)
         self.levels = levels
+        self.preview_count = 64 if levels else 2000  # samples in a progress grid (images) or scatter plot (points)
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "DDPM":
         """Build from a resolved config whose ``data.shape`` and ``data.levels`` are filled in."""
         d = cfg.diffusion
         shape = tuple(cfg.data.shape)
+        if cfg.data.levels == 0 and d.loss == "vlb":
+            raise ConfigError(f"--loss vlb needs images with discrete levels, and {cfg.data.name} is continuous; use --loss simple.")
         return cls(build_net(cfg, shape), GaussianDiffusion.from_schedule(d.schedule, d.timesteps, d.variance),
                    d.parameterization, d.loss, shape, cfg.data.levels)
 
@@ -100,28 +104,39 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def bits_per_dim(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, max_batch: int = 512,
-                     progress: bool = False) -> dict[str, float]:
-        """The full variational bound on ``images`` (uint8), averaged, in bits/dim, with its parts.
+                     t_samples: int | None = None, progress: bool = False) -> dict[str, float]:
+        """The variational bound on ``images`` (uint8), averaged, in bits/dim, with its parts.
 
-        Returns ``{"bpd", "prior_bpd", "diffusion_bpd", "decoder_bpd", "n"}``: L_T, the sum of
-        the L_{t-1} terms (t = 2..T in the paper's indexing) and L_0, each averaged over images.
+        Every one of the T terms is computed unless ``t_samples`` asks for the stratified
+        estimate (see :meth:`GaussianDiffusion.variational_bound`). Returns ``bpd``,
+        ``prior_bpd`` (L_T), ``diffusion_bpd`` (the sum of the L_{t-1} terms, t = 2..T in the
+        paper's indexing), ``decoder_bpd`` (L_0), ``bpd_se`` (standard error of the mean
+        over images), ``n`` and ``t_samples`` (None: exact sum over t).
         """
         if self.levels == 0:
             raise ValueError("bits/dim needs discrete data")
         device = next(self.net.parameters()).device
         gen = torch.Generator().manual_seed(seed)
         D = math.prod(self.shape)
-        sums = {"prior": 0.0, "diffusion": 0.0, "decoder": 0.0, "total": 0.0}
-        batches = range(0, images.shape[0], batch_size)
+        T = self.diffusion.num_timesteps
+        per_image = T if t_samples is None or t_samples >= T - 1 else t_samples + 1
+        parts: dict[str, list[torch.Tensor]] = {"prior": [], "diffusion": [], "decoder": [], "total": []}
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="bits/dim", unit="batch", dynamic_ncols=True)
-        for start in batches:
+            bar = tqdm(total=images.shape[0] * per_image, desc="bits/dim", unit="eval", unit_scale=True, dynamic_ncols=True)
+        for start in range(0, images.shape[0], batch_size):
             x0 = self.to_model(images[start : start + batch_size]).to(device)
-            parts = self.diffusion.variational_bound(self.denoiser, x0, self.levels, generator=gen, max_batch=max_batch)
-            for k in sums:
-                sums[k] += nats_to_bpd(parts[k], D).sum().item()
+            out = self.diffusion.variational_bound(self.denoiser, x0, self.levels, generator=gen, max_batch=max_batch,
+                                                   t_samples=t_samples, progress=bar.update if bar else None)
+            for k in parts:
+                parts[k].append(nats_to_bpd(out[k], D))
+        if bar:
+            bar.close()
+        per = {k: torch.cat(v) for k, v in parts.items()}
         n = images.shape[0]
-        return {"bpd": sums["total"] / n, "prior_bpd": sums["prior"] / n, "diffusion_bpd": sums["diffusion"] / n,
-                "decoder_bpd": sums["decoder"] / n, "n": n}
+        se = per["total"].std().item() / math.sqrt(n) if n > 1 else float("nan")
+        return {"bpd": per["total"].mean().item(), "prior_bpd": per["prior"].mean().item(),
+                "diffusion_bpd": per["diffusion"].mean().item(), "decoder_bpd": per["decoder"].mean().item(),
+                "bpd_se": se, "n": n, "t_samples": None if per_image == T else t_samples}

@@ -226,9 +226,14 @@ class GaussianDiffusion:
         """
         true_mean, _, true_log_var = self.q_posterior_mean_variance(x0, xt, t)
         p = self.p_mean_variance(denoiser, xt, t, clip_denoised=clip_denoised, **cond)
-        kl = normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"]).flatten(1).sum(1)
-        nll = -discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"], levels).flatten(1).sum(1)
-        return torch.where(t == 0, nll.to(kl.dtype), kl), p["pred_x0"]
+        terms = normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"]).flatten(1).sum(1)
+        first = t == 0
+        if first.any():  # the decoder (float64) only where it is needed
+            nll = -discretized_gaussian_log_likelihood(
+                x0[first], p["mean"][first], 0.5 * p["log_variance"][first], levels
+            ).flatten(1).sum(1)
+            terms = terms.masked_scatter(first, nll.to(terms.dtype))
+        return terms, p["pred_x0"]
 
     def prior_kl(self, x0):
         """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in nats; no parameters."""
@@ -260,31 +265,55 @@ class GaussianDiffusion:
     @torch.no_grad()
     def variational_bound(
         self, denoiser: Denoiser, x0, levels: int, generator: torch.Generator | None = None,
-        max_batch: int = 512, clip_denoised: bool = True, **cond,
+        max_batch: int = 512, clip_denoised: bool = True, t_samples: int | None = None, progress=None, **cond,
     ):
-        """The full bound -log p(x0) <= L_T + sum_{t>0} L_t + L_0 per example, in nats.
+        """The bound -log p(x0) <= L_T + sum_{t>0} L_t + L_0 per example, in nats.
 
-        Every one of the T terms is computed (no sampling of t), with several timesteps
-        stacked into one network batch of at most ``max_batch`` images. Each term uses
-        its own noise draw from ``generator``. Returns a dict of ``[B]`` float64 tensors:
-        ``prior`` (L_T), ``diffusion`` (sum of the KL terms, t = 1..T-1), ``decoder`` (L_0)
-        and ``total``; the caller converts to bits/dim with :func:`nats_to_bpd`.
+        By default every one of the T terms is computed (no sampling of t). With
+        ``t_samples = K`` the KL terms t = 1..T-1 are split into K equal strata and one t
+        is drawn uniformly in each, per image: sum_k |stratum k| L_{t_k} is an unbiased
+        estimate of their sum at K/T of the cost (L_T and L_0 stay exact). Several
+        timesteps are stacked into one network batch of at most ``max_batch`` inputs; each
+        term uses its own noise draw from ``generator``. ``progress(n)`` is called with the
+        number of network inputs done after each call.
+
+        Returns a dict of ``[B]`` float64 tensors: ``prior`` (L_T), ``diffusion`` (the KL
+        terms, t = 1..T-1 here, L_1..L_{T-1} in the paper), ``decoder`` (L_0), ``total``;
+        and ``terms`` [B, T] when every term was computed.
         """
         B = x0.shape[0]
         T = self.num_timesteps
-        terms = torch.zeros(B, T, dtype=torch.float64)
+        if t_samples is None or t_samples >= T - 1:
+            ts = torch.arange(T).expand(B, T)  # [B, M]: the timesteps of each image
+            weights = torch.ones(T, dtype=torch.float64).expand(B, T)
+        else:
+            if t_samples < 1:
+                raise ConfigError(f"the number of sampled timesteps must be at least 1, not {t_samples}.")
+            edges = torch.linspace(1, T, t_samples + 1, dtype=torch.float64).round().long()
+            sizes = edges[1:] - edges[:-1]
+            u = torch.rand(B, t_samples, generator=generator, dtype=torch.float64)
+            picked = edges[:-1] + (u * sizes).long()  # uniform within each stratum
+            ts = torch.cat([torch.zeros(B, 1, dtype=torch.long), picked], 1)
+            weights = torch.cat([torch.ones(1, dtype=torch.float64), sizes.double()]).expand(B, t_samples + 1)
+        M = ts.shape[1]
+        terms = torch.zeros(B, M, dtype=torch.float64)
         per_call = max(1, max_batch // B)
-        for start in range(0, T, per_call):
-            ts = torch.arange(start, min(start + per_call, T))
-            n = ts.numel()
-            t = ts.repeat_interleave(B).to(x0.device)
+        for start in range(0, M, per_call):
+            cols = slice(start, min(start + per_call, M))
+            n = cols.stop - start
+            t = ts[:, cols].T.reshape(-1).to(x0.device)  # column-major: all images at one t, then the next
             x = x0.repeat(n, *([1] * (x0.dim() - 1)))
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x0.device)
             xt = self.q_sample(x, t, noise)
             rep_cond = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in cond.items()}
             vb, _ = self.vb_terms(denoiser, x, xt, t, levels, clip_denoised=clip_denoised, **rep_cond)
-            terms[:, start : start + n] = vb.double().reshape(n, B).T.cpu()
+            terms[:, cols] = vb.double().reshape(n, B).T.cpu()
+            if progress is not None:
+                progress(n * B)
         prior = self.prior_kl(x0).cpu()
         decoder = terms[:, 0]
-        diffusion = terms[:, 1:].sum(1)
-        return {"prior": prior, "diffusion": diffusion, "decoder": decoder, "total": prior + diffusion + decoder, "terms": terms}
+        diffusion = (weights[:, 1:] * terms[:, 1:]).sum(1)
+        out = {"prior": prior, "diffusion": diffusion, "decoder": decoder, "total": prior + diffusion + decoder}
+        if M == T:
+            out["terms"] = terms
+        return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,8 +26,8 @@ from tqdm.auto import tqdm
 
 from genlab.config import RunConfig
 from genlab.errors import ConfigError, TrainingError
+from genlab.io import atomic_write_text
 from genlab.training.checkpoint import (
-    atomic_write_text,
     list_checkpoints,
     load_checkpoint,
     load_into,
@@ -120,7 +121,8 @@ class Trainer:
         if self.save_samples is None:
             return None
         tc = self.tc
-        samples = self.ema.model.sample(64, seed=tc.seed, sampler=tc.grid_sampler, steps=tc.grid_steps)
+        n = getattr(self.ema.model, "preview_count", 64)
+        samples = self.ema.model.sample(n, seed=tc.seed, sampler=tc.grid_sampler, steps=tc.grid_steps)
         path = self.run_dir / "samples" / f"{tag}.png"
         self.save_samples(samples, path)
         return path
@@ -136,7 +138,8 @@ class Trainer:
         atomic_write_text(self.run_dir / "config.json", self.cfg.to_json() + "\n")
         device = self.accelerator.device
         start_step = self.step
-        bar = tqdm(total=tc.steps, initial=start_step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=tc.steps, initial=start_step, disable=not self.progress, unit="step", dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 10.0)
         t_start = t_log = time.perf_counter()
         window: dict[str, float] = {}
         window_n = 0

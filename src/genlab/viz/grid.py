@@ -20,7 +20,7 @@ def image_grid(images: torch.Tensor, levels: int, nrow: int | None = None, pad: 
     N, C, H, W = pixels.shape
     nrow = nrow or math.ceil(math.sqrt(N))
     ncol = math.ceil(N / nrow)
-    scale = scale or max(1, 32 // H)
+    scale = scale or max(1, 48 // H)
     grid = np.full((ncol * (H + pad) + pad, nrow * (W + pad) + pad, C), 255 // 2, dtype=np.uint8)
     for i in range(N):
         r, c = divmod(i, nrow)
@@ -32,7 +32,7 @@ def save_grid(images: torch.Tensor, path: str | Path, levels: int, nrow: int | N
     """Write a PNG grid of uint8 images (atomically)."""
     from PIL import Image
 
-    from genlab.training.checkpoint import atomic_write
+    from genlab.io import atomic_write
 
     grid = image_grid(images, levels, nrow)
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
@@ -47,7 +47,7 @@ def save_points(points: torch.Tensor, path: str | Path, reference: torch.Tensor 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from genlab.training.checkpoint import atomic_write
+    from genlab.io import atomic_write
 
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     if reference is not None:
@@ -60,8 +60,8 @@ def save_points(points: torch.Tensor, path: str | Path, reference: torch.Tensor 
     return Path(path)
 
 
-def save_samples(samples: torch.Tensor, path: str | Path, levels: int) -> Path:
-    """Images -> grid; 2-D points (levels = 0) -> scatter plot."""
+def save_samples(samples: torch.Tensor, path: str | Path, levels: int, reference: torch.Tensor | None = None) -> Path:
+    """Images -> grid; 2-D points (levels = 0) -> scatter plot over the ``reference`` data."""
     if levels == 0:
-        return save_points(samples, path)
+        return save_points(samples, path, reference)
     return save_grid(samples, path, levels)

@@ -1,0 +1,53 @@
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data():
+    path = Path(os.environ.get("GENLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return path if path.is_dir() else None
+
+
+SHARED = _shared_data()  # ../shared/data (or $GENLAB_SHARED_DATA); None when absent
+
+
+def needs_shared(test):
+    """Mark a test that reads the real datasets in ../shared/data; it skips without them."""
+    skip = pytest.mark.skipif(SHARED is None, reason="needs ../shared/data (or GENLAB_SHARED_DATA)")
+    return pytest.mark.shared_data(skip(test))
+
+
+def unreachable_url():
+    """A port nobody listens on: connecting fails at once, and nothing leaves this machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+# a U-Net small enough for tests: two levels of 16 and 32 channels on the 8x8 digits
+TINY = ["--channels", "16,32", "--res-blocks", "1", "--attn", "4", "--norm-groups", "8", "--timesteps", "50",
+        "--batch-size", "32", "--log-every", "5", "--sample-every", "0", "--grid-steps", "5", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Never read or write the user's cache or $GENLAB_DATA from tests: the cache is tmp_path/cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("GENLAB_DATA", raising=False)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Every download mirror points at a closed port on 127.0.0.1."""
+    from genlab.data import download as dl
+
+    url = unreachable_url()
+    monkeypatch.setattr(dl, "MIRRORS", {name: (url,) for name in dl.MIRRORS})

@@ -1,0 +1,56 @@
+"""The networks: shapes at every supported size, the time embedding, conditioning, zero-init residuals."""
+
+import math
+
+import pytest
+import torch
+
+from genlab.nets import TimeMLP, UNet, timestep_embedding
+
+
+@pytest.mark.parametrize("size,channels,widths,attn", [
+    (8, 1, (16, 32), (4,)),
+    (28, 1, (16, 32, 32), (14, 7)),
+    (32, 3, (16, 32, 32), (16, 8)),
+])
+def test_unet_maps_images_to_images_of_the_same_shape(size, channels, widths, attn):
+    net = UNet(image_size=size, in_channels=channels, channels=widths, num_res_blocks=1, attn_resolutions=attn, norm_groups=8)
+    x = torch.randn(2, channels, size, size)
+    out = net(x, torch.tensor([0, 999]))
+    assert out.shape == x.shape
+    # the output layer starts at zero, so an untrained net predicts eps = 0
+    assert torch.all(out == 0)
+    n_attn = sum(type(m).__name__ == "AttentionBlock" for m in net.modules())
+    assert n_attn == 1 + 2 * len(attn) + len(attn) * 1  # middle + down (1 block) + up (2 blocks) per attended level
+
+
+def test_unet_depends_on_t_and_on_the_label():
+    torch.manual_seed(0)
+    net = UNet(image_size=8, channels=(16, 32), num_res_blocks=1, attn_resolutions=(4,), norm_groups=8, num_classes=10)
+    for p in net.parameters():  # undo the zero inits so every path reaches the output
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(3, 1, 8, 8)
+    a = net(x, torch.tensor([5, 5, 5]), y=torch.tensor([1, 2, 3]))
+    b = net(x, torch.tensor([500, 500, 500]), y=torch.tensor([1, 2, 3]))
+    c = net(x, torch.tensor([5, 5, 5]), y=torch.tensor([4, 5, 6]))
+    d = net(x, torch.tensor([5, 5, 5]))  # no label: the extra "null" class
+    assert not torch.allclose(a, b) and not torch.allclose(a, c) and not torch.allclose(a, d)
+
+
+def test_unet_refuses_sizes_it_cannot_halve():
+    with pytest.raises(ValueError, match="cannot be halved"):
+        UNet(image_size=28, channels=(16, 32, 32, 32))
+
+
+def test_timestep_embedding_is_the_transformer_sinusoid():
+    t = torch.tensor([0.0, 1.0, 17.0])
+    emb = timestep_embedding(t, 8)
+    freqs = [math.exp(-math.log(10000) * i / 4) for i in range(4)]
+    expected = torch.tensor([[math.cos(tt * f) for f in freqs] + [math.sin(tt * f) for f in freqs] for tt in t.tolist()])
+    torch.testing.assert_close(emb, expected)
+
+
+def test_time_mlp_for_points():
+    net = TimeMLP(dim=2, hidden=32, depth=2, num_classes=8)
+    out = net(torch.randn(5, 2), torch.arange(5), y=torch.arange(5))
+    assert out.shape == (5, 2)
