@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from genlab.config import SECTIONS, read_config_file, resolve
+from genlab.config import SECTIONS, RunConfig, read_config_file, resolve
 from genlab.errors import ConfigError, GenlabError, RunError
 
 
@@ -99,7 +99,8 @@ def _data_tensor(ds):
     return ds.points if hasattr(ds, "points") else ds.images
 
 
-def _describe(cfg, ds) -> "object":
+def _describe(cfg: RunConfig, ds) -> RunConfig:
+    """The config with the dataset's shape, levels and classes filled in (so the run describes itself)."""
     info = ds.info
     shape = tuple(_data_tensor(ds).shape[1:])
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, shape=shape, levels=info.levels, num_classes=info.num_classes))
@@ -119,12 +120,16 @@ def cmd_train(args) -> int:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN, the run directory to continue.")
         saved = read_run_config(args.out).to_dict()
-        # a resumed run keeps its data, model and process; only training settings may change (e.g. --steps)
-        for section in ("data", "model", "diffusion"):
-            if section in overrides or section in file_overrides:
-                bad = next(iter((overrides.get(section) or file_overrides.get(section))))
-                raise ConfigError(f"{section}.{bad} cannot change when resuming; start a new run with another --out instead.")
-        cfg = resolve(saved["data"]["name"], saved, {"train": {**file_overrides.get("train", {}), **overrides.get("train", {})}})
+        # a resumed run keeps its data, model and process; only training settings (e.g. --steps)
+        # and where the data lives (--data-dir) may change
+        allowed = {"train": None, "data": {"root"}}
+        for source in (file_overrides, overrides):
+            for section, values in source.items():
+                bad = [k for k in values if section not in allowed or (allowed[section] and k not in allowed[section])]
+                if bad:
+                    raise ConfigError(f"{section}.{bad[0]} cannot change when resuming; start a new run with another --out instead.")
+        changes = {s: {**file_overrides.get(s, {}), **overrides.get(s, {})} for s in allowed}
+        cfg = resolve(saved["data"]["name"], saved, {s: v for s, v in changes.items() if v})
     else:
         cfg = resolve(None, file_overrides, overrides)
     run_dir = args.out or Path("runs") / f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -154,8 +159,13 @@ def cmd_train(args) -> int:
           f"checkpoint {summary['checkpoint']}")
     if summary["grid"]:
         print(f"genlab: samples {summary['grid']}")
+    test = None
     if cfg.train.eval_bpd and levels > 0:
-        test = _load_data(cfg, "test")
+        try:
+            test = _load_data(cfg, "test")
+        except GenlabError as e:  # training succeeded; say why there is no test figure
+            print(f"genlab: no test bits/dim: {e}")
+    if test is not None:
         images = test.images[: cfg.train.eval_limit] if cfg.train.eval_limit else test.images
         result = _bpd(trainer.ema.model, images, cfg, not args.no_progress, t_samples=cfg.train.eval_t_samples)
         trainer.log({"event": "eval", "step": summary["steps"], "split": "test", "weights": "ema", **result})

@@ -56,24 +56,19 @@ class Trainer:
         data: training examples, uint8 images ``[N, C, H, W]`` or float points ``[N, D]``.
         save_samples: ``(samples, path)`` -> writes a grid or plot of ``family.sample`` output.
         progress: show a tqdm progress bar.
-        echo: where one-line messages go (print by default).
     """
 
     def __init__(self, family: nn.Module, cfg: RunConfig, run_dir: str | Path, data: torch.Tensor,
-                 save_samples: Callable[[torch.Tensor, Path], None] | None = None, progress: bool = True,
-                 echo: Callable[[str], None] = print):
-        from accelerate import Accelerator
-
+                 save_samples: Callable[[torch.Tensor, Path], None] | None = None, progress: bool = True):
         self.cfg = cfg
         self.tc = tc = cfg.train
         self.run_dir = Path(run_dir)
         self.data = data
         self.save_samples = save_samples
         self.progress = progress
-        self.echo = echo
         if tc.batch_size > len(data):
             raise ConfigError(f"--batch-size {tc.batch_size} is larger than the training set ({len(data)} examples); pass a smaller --batch-size.")
-        self.accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
+        self.accelerator = _accelerator(tc.mixed_precision)
         self.optimizer = torch.optim.AdamW(family.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.model, self.optimizer = self.accelerator.prepare(family, self.optimizer)
         self.ema = EMA(self.unwrapped, tc.ema_decay)
@@ -190,6 +185,21 @@ class Trainer:
         last_grid = self.write_samples(f"step_{self.step:07d}")
         return {"steps": self.step, "trained_steps": self.step - start_step, "seconds": train_seconds,
                 "checkpoint": ckpt, "grid": last_grid}
+
+
+def _accelerator(mixed_precision: str):
+    """An Accelerator with this precision, even if an earlier Trainer in this process chose another.
+
+    Accelerate keeps one process-wide state and refuses a second precision; the process
+    (distributed) part of it is kept, only the precision part is reset.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
 def count_parameters(module: nn.Module) -> int:
