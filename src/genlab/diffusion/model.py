@@ -17,6 +17,7 @@ from genlab.data.transforms import from_model, to_model
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, nats_to_bpd
 from genlab.diffusion.samplers import per_sample_generators, randn
 from genlab.errors import ConfigError
+from genlab.progress import progress_bar
 from genlab.diffusion.samplers import sample as run_sampler
 from genlab.nets import TimeMLP, UNet
 
@@ -123,9 +124,7 @@ class DDPM(nn.Module):
         parts: dict[str, list[torch.Tensor]] = {"prior": [], "diffusion": [], "decoder": [], "total": []}
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=images.shape[0] * per_image, desc="bits/dim", unit="eval", unit_scale=True, dynamic_ncols=True)
+            bar = progress_bar(total=images.shape[0] * per_image, desc="bits/dim", unit="eval", unit_scale=True)
         for start in range(0, images.shape[0], batch_size):
             x0 = self.to_model(images[start : start + batch_size]).to(device)
             out = self.diffusion.variational_bound(self.denoiser, x0, self.levels, generator=gen, max_batch=max_batch,

@@ -12,10 +12,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, _extract
 from genlab.errors import ConfigError
+from genlab.progress import progress_bar
 
 GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
 
@@ -44,7 +44,7 @@ def randn(shape, generator: GeneratorLike, device="cpu", dtype=torch.float32) ->
 
 def _steps_iter(n, progress, desc):
     it = range(n - 1, -1, -1)
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True) if progress else it
+    return progress_bar(it, desc=desc, leave=False) if progress else it
 
 
 @torch.no_grad()

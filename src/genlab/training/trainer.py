@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from genlab.config import RunConfig
 from genlab.errors import ConfigError, TrainingError
 from genlab.io import atomic_write_text
+from genlab.progress import progress_bar
 from genlab.training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -133,8 +132,7 @@ class Trainer:
         atomic_write_text(self.run_dir / "config.json", self.cfg.to_json() + "\n")
         device = self.accelerator.device
         start_step = self.step
-        bar = tqdm(total=tc.steps, initial=start_step, disable=not self.progress, unit="step", dynamic_ncols=True,
-                   mininterval=0.1 if sys.stderr.isatty() else 10.0)
+        bar = progress_bar(total=tc.steps, initial=start_step, disable=not self.progress, unit="step")
         t_start = t_log = time.perf_counter()
         window: dict[str, float] = {}
         window_n = 0
