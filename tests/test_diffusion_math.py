@@ -150,3 +150,30 @@ def test_respacing_keeps_the_marginals(diff):
     r = diff.respaced(keep)
     torch.testing.assert_close(r.alpha_bar, diff.alpha_bar[keep])
     assert r.timestep_map.tolist() == keep
+
+
+def test_eps_x0_and_v_networks_define_the_same_reverse_step(diff):
+    """Networks that predict eps, x0 or v consistently (from the same x0, eps) give one p(x_{t-1} | x_t)."""
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.rand(5, 6, generator=g, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 3, 250, 700, 999])
+    xt = diff.q_sample(x0, t, eps)
+    outs = {p: diff.p_mean_variance(Denoiser(lambda x, tt, p=p: diff.target(p, x0, t, eps), p), xt, t, clip_denoised=False)
+            for p in ("eps", "x0", "v")}
+    for p in ("x0", "v"):
+        torch.testing.assert_close(outs[p]["mean"], outs["eps"]["mean"])
+        torch.testing.assert_close(outs[p]["pred_x0"], x0)
+        torch.testing.assert_close(outs[p]["eps"], eps)
+
+
+def test_the_vlb_loss_is_T_times_the_bound_term_per_dimension(diff):
+    g = torch.Generator().manual_seed(5)
+    x0 = (torch.randint(0, 17, (4, 1, 2, 2), generator=g).double() / 8 - 1)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 500, 999])
+    net = Denoiser(lambda x, tt: 0.3 * x, "eps")
+    out = diff.training_losses(net, x0, t, noise, loss="vlb", levels=17)
+    terms, _ = diff.vb_terms(net, x0, diff.q_sample(x0, t, noise), t, 17, clip_denoised=False)
+    torch.testing.assert_close(out["vb"], (terms / 4).float())
+    torch.testing.assert_close(out["loss"], 1000 * out["vb"])

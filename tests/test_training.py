@@ -134,3 +134,15 @@ def test_checkpoint_that_does_not_match_its_config_is_refused(tmp_path, digits):
     (tmp_path / "run" / "config.json").write_text(other.to_json())
     with pytest.raises(RunError, match="does not match the model its config.json describes"):
         load_run(tmp_path / "run")
+
+
+@pytest.mark.parametrize("loss,prediction", [("vlb", "eps"), ("simple", "x0"), ("simple", "v")])
+def test_every_objective_and_prediction_trains(tmp_path, digits, loss, prediction):
+    cfg = tiny_cfg(steps=30, lr=2e-3)
+    cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, loss=loss, parameterization=prediction))
+    trainer = make_trainer(cfg, tmp_path / "run", digits)
+    before = fixed_batch_loss(trainer.unwrapped, digits)
+    trainer.fit()
+    assert fixed_batch_loss(trainer.unwrapped, digits) < before
+    x = trainer.ema.model.sample(4, seed=0, sampler="ddim", steps=5)
+    assert x.dtype == torch.uint8 and x.shape == (4, 1, 8, 8) and int(x.max()) <= 16
