@@ -110,7 +110,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "cifar10": {
         "model": {"channels": (64, 128, 128), "num_res_blocks": 2, "attn_resolutions": (8,), "dropout": 0.1},
-        "train": {"batch_size": 64, "lr": 2e-4, "steps": 20000, "sample_every": 2000, "checkpoint_every": 1000, "log_every": 100, "grid_steps": 50},
+        "train": {"batch_size": 64, "lr": 2e-4, "steps": 20000, "sample_every": 2000, "checkpoint_every": 1000,
+                  "log_every": 100, "grid_steps": 50, "eval_limit": 1000, "eval_t_samples": 100},
     },
     "toy2d": {
         "model": {"hidden": 128, "depth": 3, "dropout": 0.0},
