@@ -116,7 +116,8 @@ class Trainer:
             return None
         tc = self.tc
         n = getattr(self.ema.model, "preview_count", 64)
-        samples = self.ema.model.sample(n, seed=tc.seed, sampler=tc.grid_sampler, steps=tc.grid_steps)
+        with self.accelerator.autocast():  # the same precision as genlab sample
+            samples = self.ema.model.sample(n, seed=tc.seed, sampler=tc.grid_sampler, steps=tc.grid_steps)
         path = self.run_dir / "samples" / f"{tag}.png"
         self.save_samples(samples, path)
         return path
