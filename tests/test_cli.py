@@ -175,3 +175,10 @@ def test_the_console_entry_point_hides_tracebacks_unless_debug(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr and "nope" in p.stderr
     p = subprocess.run([sys.executable, "-m", "genlab", "--debug", "train", "--data", "nope"], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+def test_eval_precision_can_be_chosen(run_dir, capsys):
+    code, out, _ = run_cli(capsys, "eval", run_dir, "--limit", "4", "--mixed-precision", "no", "--json")
+    assert code == 0 and json.loads(out)["precision"] == "no"
+    code, _, err = run_cli(capsys, "eval", run_dir, "--mixed-precision", "fp8")
+    assert_one_sentence_error(code, err, "--mixed-precision")

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write (default samples.png)")
     s.add_argument("--npz", type=Path, default=None, help="also write the samples as uint8 arrays to this .npz")
     s.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
+    s.add_argument("--mixed-precision", default=None, help="no (fp32) or bf16 (default: the run's training precision)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="estimate the sum of the T-1 KL terms from K stratified timesteps per image (unbiased, "
                         "K/T of the cost; the standard error is printed) instead of computing all of them")
     e.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
+    e.add_argument("--mixed-precision", default=None, help="no (fp32) or bf16 (default: the run's training precision)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -183,29 +185,41 @@ def _how(result: dict) -> str:
     return f" +- {result['bpd_se']:.4f} (stratified estimate, {result['t_samples']} timesteps per image)"
 
 
-def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, seed: int = 0,
-         t_samples: int | None = None) -> dict:
+def _autocast(precision: str):
+    """bf16 autocast for sampling and evaluation, or nothing (fp32)."""
     import torch
 
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _precision(args, cfg) -> str:
+    precision = getattr(args, "mixed_precision", None) or cfg.train.mixed_precision
+    if precision not in ("no", "bf16"):
+        raise ConfigError(f"--mixed-precision must be no or bf16, not {precision!r}.")
+    return precision
+
+
+def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, seed: int = 0,
+         t_samples: int | None = None, precision: str | None = None) -> dict:
     t0 = time.perf_counter()
     max_batch = 512
     batch_size = batch_size or max(1, min(len(images), max_batch))
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.mixed_precision == "bf16"):
+    precision = precision or cfg.train.mixed_precision
+    with _autocast(precision):
         result = family.bits_per_dim(images, seed=seed, batch_size=batch_size, max_batch=max_batch,
                                      t_samples=t_samples, progress=progress)
     result["seconds"] = time.perf_counter() - t0
     result["timesteps"] = cfg.diffusion.timesteps
-    result["precision"] = cfg.train.mixed_precision
+    result["precision"] = precision
     return result
 
 
 def cmd_sample(args) -> int:
     import numpy as np
-    import torch
 
     from genlab.diffusion import SAMPLERS
-    from genlab.run import load_run
     from genlab.io import atomic_write
+    from genlab.run import load_run
     from genlab.viz import save_samples
 
     if args.sampler not in SAMPLERS:
@@ -216,7 +230,7 @@ def cmd_sample(args) -> int:
         raise ConfigError(f"--steps must be at least 1, not {args.steps}.")
     cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
     t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.mixed_precision == "bf16"):
+    with _autocast(_precision(args, cfg)):
         x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
                           batch_size=args.batch_size, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
@@ -246,7 +260,8 @@ def cmd_eval(args) -> int:
     images = ds.images[: args.limit] if args.limit else ds.images
     if args.t_samples is not None and args.t_samples < 1:
         raise ConfigError(f"--t-samples must be at least 1, not {args.t_samples}.")
-    result = _bpd(family, images, cfg, not (args.no_progress or args.json), args.batch_size, args.seed, args.t_samples)
+    result = _bpd(family, images, cfg, not (args.no_progress or args.json), args.batch_size, args.seed, args.t_samples,
+                  _precision(args, cfg))
     record = {"bpd": result["bpd"], "prior_bpd": result["prior_bpd"], "diffusion_bpd": result["diffusion_bpd"],
               "decoder_bpd": result["decoder_bpd"], "bpd_se": result["bpd_se"], "t_samples": result["t_samples"],
               "n": result["n"], "split": args.split, "data": cfg.data.name,

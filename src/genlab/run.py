@@ -53,4 +53,4 @@ def load_run(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path |
     path = Path(checkpoint) if checkpoint else latest_checkpoint(Path(run_dir))
     tensors, meta = load_checkpoint(path, prefix=f"{weights}.")
     load_into(family, tensors, f"{weights}.", path)
-    return cfg, family.eval(), path, int(meta.get("step", 0))
+    return cfg, family.eval().requires_grad_(False), path, int(meta.get("step", 0))
