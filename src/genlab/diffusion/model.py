@@ -16,10 +16,10 @@ from genlab.config import RunConfig
 from genlab.data.transforms import from_model, to_model
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, nats_to_bpd
 from genlab.diffusion.samplers import per_sample_generators, randn
-from genlab.errors import ConfigError
-from genlab.progress import progress_bar
 from genlab.diffusion.samplers import sample as run_sampler
+from genlab.errors import ConfigError
 from genlab.nets import TimeMLP, UNet
+from genlab.progress import progress_bar
 
 
 def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | None = None) -> nn.Module:
@@ -119,8 +119,8 @@ class DDPM(nn.Module):
         device = next(self.net.parameters()).device
         gen = torch.Generator().manual_seed(seed)
         D = math.prod(self.shape)
-        T = self.diffusion.num_timesteps
-        per_image = T if t_samples is None or t_samples >= T - 1 else t_samples + 1
+        per_image = self.diffusion.bound_evaluations(t_samples)
+        exact = per_image == self.diffusion.num_timesteps
         parts: dict[str, list[torch.Tensor]] = {"prior": [], "diffusion": [], "decoder": [], "total": []}
         bar = None
         if progress:
@@ -138,4 +138,4 @@ class DDPM(nn.Module):
         se = per["total"].std().item() / math.sqrt(n) if n > 1 else float("nan")
         return {"bpd": per["total"].mean().item(), "prior_bpd": per["prior"].mean().item(),
                 "diffusion_bpd": per["diffusion"].mean().item(), "decoder_bpd": per["decoder"].mean().item(),
-                "bpd_se": se, "n": n, "t_samples": None if per_image == T else t_samples}
+                "bpd_se": se, "n": n, "t_samples": None if exact else t_samples}

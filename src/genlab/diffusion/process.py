@@ -262,6 +262,11 @@ class GaussianDiffusion:
             return {"loss": self.num_timesteps * per_dim, "vb": per_dim}
         raise ConfigError(f"unknown loss {loss!r}; choose one of simple, vlb.")
 
+    def bound_evaluations(self, t_samples: int | None = None) -> int:
+        """Network evaluations per image of :meth:`variational_bound`: T, or K + 1 when stratified."""
+        T = self.num_timesteps
+        return T if t_samples is None or t_samples >= T - 1 else t_samples + 1
+
     @torch.no_grad()
     def variational_bound(
         self, denoiser: Denoiser, x0, levels: int, generator: torch.Generator | None = None,
@@ -283,7 +288,7 @@ class GaussianDiffusion:
         """
         B = x0.shape[0]
         T = self.num_timesteps
-        if t_samples is None or t_samples >= T - 1:
+        if self.bound_evaluations(t_samples) == T:
             ts = torch.arange(T).expand(B, T)  # [B, M]: the timesteps of each image
             weights = torch.ones(T, dtype=torch.float64).expand(B, T)
         else:
