@@ -245,7 +245,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from genlab.run import load_run
+    from genlab.run import append_metrics, load_run
 
     if args.metric != "bpd":
         raise ConfigError(f"unknown metric {args.metric!r}; this genlab computes: bpd.")
@@ -267,8 +267,7 @@ def cmd_eval(args) -> int:
               "n": result["n"], "split": args.split, "data": cfg.data.name,
               "weights": args.weights, "step": step, "timesteps": result["timesteps"], "precision": result["precision"],
               "seconds": result["seconds"]}
-    with open(Path(args.run) / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"event": "eval", "metric": "bpd", **record}) + "\n")
+    append_metrics(args.run, {"event": "eval", "metric": "bpd", **record})
     if args.json:
         print(json.dumps(record))
         return 0

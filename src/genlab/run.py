@@ -16,6 +16,12 @@ from genlab.errors import GenlabError, RunError
 from genlab.training.checkpoint import latest_checkpoint, load_checkpoint, load_into
 
 
+def append_metrics(run_dir: str | Path, record: dict) -> None:
+    """Append one JSON line to ``RUN/metrics.jsonl`` (training logs and evaluations alike)."""
+    with open(Path(run_dir) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def read_run_config(run_dir: str | Path) -> RunConfig:
     run_dir = Path(run_dir)
     path = run_dir / "config.json"

@@ -13,7 +13,6 @@ generator and torch's global RNG (dropout) are saved in every checkpoint, so
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from genlab.config import RunConfig
 from genlab.errors import ConfigError, TrainingError
 from genlab.io import atomic_write_text
 from genlab.progress import progress_bar
+from genlab.run import append_metrics
 from genlab.training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -123,8 +123,7 @@ class Trainer:
         return path
 
     def log(self, record: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_metrics(self.run_dir, record)
 
     def fit(self) -> dict:
         """Train until ``cfg.train.steps``; returns a summary (steps, seconds, final loss, last grid)."""
