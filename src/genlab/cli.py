@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from genlab.config import SECTIONS, RunConfig, read_config_file, resolve
-from genlab.errors import ConfigError, GenlabError, RunError
+from genlab.errors import ConfigError, GenlabError
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
