@@ -115,6 +115,7 @@ def test_resume_continues_the_step_count(tmp_path, capsys):
 @pytest.mark.parametrize("argv,words", [
     (["train", "--data", "nope"], ["nope"]),
     (["train", "--schedule", "wiggly"], ["unknown schedule 'wiggly'", "linear"]),
+    (["train", "--timesteps", "10"], ["beta >= 1", "--timesteps 21"]),
     (["train", "--channels", "a,b"], ["--channels"]),
     (["train", "--loss", "hinge"], ["unknown loss"]),
     (["train", "--resume"], ["--resume needs --out"]),
@@ -179,6 +180,6 @@ def test_the_console_entry_point_hides_tracebacks_unless_debug(tmp_path):
 
 def test_eval_precision_can_be_chosen(run_dir, capsys):
     code, out, _ = run_cli(capsys, "eval", run_dir, "--limit", "4", "--mixed-precision", "no", "--json")
-    assert code == 0 and json.loads(out)["precision"] == "no"
+    assert code == 0 and json.loads(out)["mixed_precision"] == "no"
     code, _, err = run_cli(capsys, "eval", run_dir, "--mixed-precision", "fp8")
     assert_one_sentence_error(code, err, "--mixed-precision")

@@ -1,4 +1,4 @@
-"""genlab's command line: ``genlab train | sample | eval``.
+"""genlab's command line: ``genlab train | sample | eval | report | features``.
 
 Thin: it parses, calls the library and prints. Every user error (a GenlabError) is
 printed as one sentence with exit status 2; ``--debug`` shows the traceback instead.
@@ -70,22 +70,66 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    e = sub.add_parser("eval", help="evaluate a run: bits/dim by the full variational bound")
+    e = sub.add_parser("eval", help="measure a run: bits/dim (variational bound), FID, KID, precision/recall, speed",
+                       description="Measure a run with its EMA weights. bpd: the full variational bound on a data split. "
+                                   "fid, kid, pr: draw --n samples (or read --samples) and compare their features under "
+                                   "genlab's shipped feature network with the reference split. The result is printed and "
+                                   "appended to RUN/metrics.jsonl with its protocol.")
     e.add_argument("run", type=Path, help="run directory written by genlab train")
-    e.add_argument("--metric", default="bpd", help="metric to compute: bpd (default)")
-    e.add_argument("--split", default="test", help="data split (default test)")
-    e.add_argument("--limit", type=int, default=None, help="use only the first N images of the split")
+    e.add_argument("--metrics", "--metric", dest="metrics", default="bpd",
+                   help="comma-separated, any of: fid, kid, pr (precision and recall), bpd (default bpd)")
+    g = e.add_argument_group("likelihood (bpd)")
+    g.add_argument("--split", default="test", help="data split for bits/dim (default test)")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N images of the split (default: all)")
+    g.add_argument("--t-samples", type=int, default=None,
+                   help="estimate the sum over t from N stratified timesteps per image (unbiased, with a standard "
+                        "error) instead of all T (default: all T)")
+    g = e.add_argument_group("samples (fid, kid, pr)")
+    g.add_argument("--n", type=int, default=10000, help="number of samples to draw (default 10000)")
+    g.add_argument("--sampler", default="ddim", help="ancestral or ddim (default ddim)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T for ancestral, 50 for ddim)")
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
+    g.add_argument("--samples", type=Path, default=None, help="measure the samples in this .npz (genlab sample --npz) instead of sampling")
+    g.add_argument("--save-samples", type=Path, default=None, help="also write the drawn samples to this .npz")
+    g.add_argument("--ref-split", default="train", help="real split the samples are compared with (default train)")
     e.add_argument("--data-dir", default=None, help="where the dataset's files are, if not where training found them")
-    e.add_argument("--batch-size", type=int, default=None, help="images per batch (default: fills about 512 network inputs)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the noise draws in the bound")
-    e.add_argument("--t-samples", type=int, default=None,
-                   help="estimate the sum of the T-1 KL terms from K stratified timesteps per image (unbiased, "
-                        "K/T of the cost; the standard error is printed) instead of computing all of them")
+    e.add_argument("--batch-size", type=int, default=None,
+                   help="images per network call (default: 256 samples; bits/dim fills about 512 network inputs)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the samples and of the noise draws in the bound")
     e.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
     e.add_argument("--mixed-precision", default=None, help="no (fp32) or bf16 (default: the run's training precision)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    r = sub.add_parser("report", help="the trilemma table and chart (quality, coverage, speed, likelihood) of runs",
+                       description="Collect every evaluation in the runs' metrics.jsonl into one table (FID, KID, "
+                                   "precision, recall, bits/dim, NFE, seconds per sample) written as Markdown, "
+                                   "with a PNG chart of quality against speed (point size: recall) beside it.")
+    r.add_argument("runs", type=Path, nargs="+", help="run directories evaluated with genlab eval")
+    r.add_argument("--out", type=Path, default=Path("report.md"), help="Markdown file to write (default report.md); "
+                   "the chart goes beside it with the suffix .png")
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    f = sub.add_parser("features", help="genlab's feature networks (the yardstick of FID/KID/precision/recall)")
+    fsub = f.add_subparsers(dest="features_command", metavar="{train,show,floor}")
+    ft = fsub.add_parser("train", help="train a dataset's feature network (deterministic on a given machine)")
+    ft.add_argument("--data", required=True, help="digits, mnist, fashion-mnist or cifar10 (trained on the JPEG copy)")
+    ft.add_argument("--data-dir", default=None, help="where the dataset's files are")
+    ft.add_argument("--out", type=Path, default=None, help="weights file to write (default features/<data>.safetensors)")
+    ft.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation (default 0)")
+    ft.add_argument("--epochs", type=int, default=None, help="epochs (default: the dataset's recipe)")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fs = fsub.add_parser("show", help="list the shipped feature networks: version, test accuracy, command")
+    fs.add_argument("--json", action="store_true", help="print as JSON")
+    ff = fsub.add_parser("floor", help="FID/KID/precision/recall between real sets: the two halves of the test split, "
+                                      "and the test split against the train split")
+    ff.add_argument("--data", required=True, help="dataset to measure (digits, mnist, fashion-mnist, cifar10-jpeg, cifar10)")
+    ff.add_argument("--data-dir", default=None, help="where the dataset's files are")
+    ff.add_argument("--json", action="store_true", help="print as JSON")
+    ff.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for sp in (ft, fs, ff):
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -210,15 +254,12 @@ def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, see
                                      t_samples=t_samples, progress=progress)
     result["seconds"] = time.perf_counter() - t0
     result["timesteps"] = cfg.diffusion.timesteps
-    result["precision"] = precision
+    result["mixed_precision"] = precision
     return result
 
 
 def cmd_sample(args) -> int:
-    import numpy as np
-
     from genlab.diffusion import SAMPLERS
-    from genlab.io import atomic_write
     from genlab.run import load_run
     from genlab.viz import save_samples
 
@@ -236,50 +277,261 @@ def cmd_sample(args) -> int:
     seconds = time.perf_counter() - t0
     save_samples(x, args.out, cfg.data.levels)
     if args.npz:
-        arr = x.numpy()
-        atomic_write(args.npz, lambda tmp: np.savez(open(tmp, "wb"), samples=arr, levels=np.array(cfg.data.levels)))
+        protocol = _sample_protocol(args, cfg, family, step, _precision(args, cfg))
+        protocol.update({"sampling_seconds": seconds, "seconds_per_sample": seconds / args.n,
+                         "batch_size": args.batch_size, "threads": _threads()})
+        _write_samples_npz(args.npz, x, cfg.data.levels, protocol)
     print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {args.sampler}"
           f"{'' if args.steps is None else f', {args.steps} steps'}) in {seconds:.1f}s -> {args.out}"
           + (f" and {args.npz}" if args.npz else ""))
     return 0
 
 
+def _parse_metrics(text: str) -> tuple[str, ...]:
+    from genlab.metrics.evaluate import QUALITY_METRICS
+
+    known = (*QUALITY_METRICS, "bpd")
+    names = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
+    bad = [m for m in names if m not in known]
+    if bad or not names:
+        raise ConfigError(f"unknown metric {bad[0] if bad else text!r}; choose from: {', '.join(known)} (comma-separated).")
+    return names
+
+
+def _check_eval_args(args, metrics) -> None:
+    from genlab.diffusion import SAMPLERS
+
+    if args.split not in ("train", "test") or args.ref_split not in ("train", "test"):
+        bad = args.split if args.split not in ("train", "test") else args.ref_split
+        raise ConfigError(f"unknown split {bad!r}; choose train or test.")
+    for flag, value in (("--limit", args.limit), ("--t-samples", args.t_samples), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, not {value}.")
+    if any(m != "bpd" for m in metrics):
+        if args.n < 2:
+            raise ConfigError(f"--n must be at least 2 to measure samples, not {args.n}.")
+        if args.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if args.steps is not None and not 1 <= args.steps <= 10**6:
+            raise ConfigError(f"--steps must be at least 1, not {args.steps}.")
+
+
+def _read_samples_npz(path: Path, cfg) -> tuple:
+    """(uint8 samples, labels or None, protocol dict) from an .npz written by genlab sample --npz."""
+    import numpy as np
+    import torch
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            samples = z["samples"]
+            levels = int(z["levels"]) if "levels" in z else None
+            labels = torch.from_numpy(z["labels"].astype(np.int64)) if "labels" in z else None
+            protocol = json.loads(str(z["protocol"])) if "protocol" in z else {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; write samples with genlab sample RUN --npz {path}.") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"{path} is not a samples .npz ({e}); write one with genlab sample RUN --npz FILE.") from None
+    shape = tuple(cfg.data.shape)
+    if samples.dtype != np.uint8 or samples.ndim != 4 or tuple(samples.shape[1:]) != shape:
+        raise ConfigError(f"{path} holds {samples.dtype} samples of shape {list(samples.shape[1:])}, but the run makes uint8 "
+                          f"images of shape {list(shape)}; pass samples of this run's model.")
+    if levels is not None and levels != cfg.data.levels:
+        raise ConfigError(f"{path} holds samples with {levels} levels but {cfg.data.name} has {cfg.data.levels}; pass samples of this run's model.")
+    return torch.from_numpy(samples), labels, protocol
+
+
+def _sample_protocol(args, cfg, family, step: int, precision: str) -> dict:
+    from genlab.diffusion import sampler_nfe
+
+    return {"sampler": args.sampler, "steps": args.steps if args.steps is not None else sampler_nfe(args.sampler, None, cfg.diffusion.timesteps),
+            "eta": args.eta if args.sampler == "ddim" else None, "nfe": sampler_nfe(args.sampler, args.steps, cfg.diffusion.timesteps),
+            "seed": args.seed, "weights": args.weights, "step": step, "mixed_precision": precision}
+
+
+def _write_samples_npz(path: Path, x, levels: int, protocol: dict) -> None:
+    import numpy as np
+
+    from genlab.io import atomic_write
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, samples=x.numpy(), levels=np.array(levels), protocol=np.array(json.dumps(protocol)))
+
+    atomic_write(path, write)
+
+
 def cmd_eval(args) -> int:
     from genlab.run import append_metrics, load_run
 
-    if args.metric != "bpd":
-        raise ConfigError(f"unknown metric {args.metric!r}; this genlab computes: bpd.")
-    if args.split not in ("train", "test"):
-        raise ConfigError(f"unknown split {args.split!r}; choose train or test.")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be at least 1, not {args.limit}.")
+    metrics = _parse_metrics(args.metrics)
+    _check_eval_args(args, metrics)
+    quality = tuple(m for m in metrics if m != "bpd")
     cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
     if cfg.data.levels == 0:
-        raise ConfigError(f"{cfg.data.name} is continuous data: bits/dim needs images with discrete levels.")
-    ds = _load_data(cfg, args.split, root=args.data_dir)
-    images = ds.images[: args.limit] if args.limit else ds.images
-    if args.t_samples is not None and args.t_samples < 1:
-        raise ConfigError(f"--t-samples must be at least 1, not {args.t_samples}.")
-    result = _bpd(family, images, cfg, not (args.no_progress or args.json), args.batch_size, args.seed, args.t_samples,
-                  _precision(args, cfg))
-    record = {"bpd": result["bpd"], "prior_bpd": result["prior_bpd"], "diffusion_bpd": result["diffusion_bpd"],
-              "decoder_bpd": result["decoder_bpd"], "bpd_se": result["bpd_se"], "t_samples": result["t_samples"],
-              "n": result["n"], "split": args.split, "data": cfg.data.name,
-              "weights": args.weights, "step": step, "timesteps": result["timesteps"], "precision": result["precision"],
-              "seconds": result["seconds"]}
-    append_metrics(args.run, {"event": "eval", "metric": "bpd", **record})
+        raise ConfigError(f"{cfg.data.name} is continuous data: bpd, FID, KID and precision/recall need images with discrete levels.")
+    fnet = None
+    if quality:
+        from genlab.metrics.features import load_feature_network
+
+        fnet = load_feature_network(cfg.data.name)  # fail before sampling if there is none
+    precision = _precision(args, cfg)
+    progress = not (args.no_progress or args.json)
+    record: dict = {}
+    if quality:
+        record.update(_measure_samples(args, cfg, family, step, precision, fnet, quality, progress))
+    if "bpd" in metrics:
+        ds = _load_data(cfg, args.split, root=args.data_dir)
+        images = ds.images[: args.limit] if args.limit else ds.images
+        result = _bpd(family, images, cfg, progress, args.batch_size, args.seed, args.t_samples, precision)
+        record.update({"bpd": result["bpd"], "prior_bpd": result["prior_bpd"], "diffusion_bpd": result["diffusion_bpd"],
+                       "decoder_bpd": result["decoder_bpd"], "bpd_se": result["bpd_se"], "t_samples": result["t_samples"],
+                       "bpd_n": result["n"], "bpd_split": args.split, "bpd_seconds": result["seconds"],
+                       "timesteps": result["timesteps"]})
+        if not quality:  # the bpd-only record keeps the names of the foundation issue
+            record["n"], record["split"], record["seconds"] = result["n"], args.split, result["seconds"]
+    record.update({"data": cfg.data.name, "weights": args.weights, "step": step, "mixed_precision": precision})
+    append_metrics(args.run, {"event": "eval", "metric": ",".join(metrics), **record})
     if args.json:
         print(json.dumps(record))
         return 0
-    T = result["timesteps"]
-    how = "all T terms" if result["t_samples"] is None else f"{result['t_samples']} stratified timesteps per image"
-    print(f"bits/dim on {cfg.data.name} {args.split} ({result['n']} images, {args.weights} weights, step {step}, T={T}, "
-          f"{how}, {result['seconds']:.1f}s)")
-    rows = [("L_T (prior)", result["prior_bpd"]), (f"sum of L_t-1, t=2..{T}", result["diffusion_bpd"]),
-            ("L_0 (decoder)", result["decoder_bpd"]), ("total (bound)", result["bpd"]),
-            ("standard error (total)", result["bpd_se"])]
+    if quality:
+        _print_quality(args.run, record)
+    if "bpd" in metrics:
+        _print_bpd(cfg, record, args)
+    return 0
+
+
+def _measure_samples(args, cfg, family, step, precision, fnet, quality, progress) -> dict:
+    from genlab.metrics.evaluate import evaluate_images, reference_features
+
+    if args.samples is not None:
+        x, labels, protocol = _read_samples_npz(args.samples, cfg)
+        protocol = {**protocol, "samples_file": str(args.samples)}
+    else:
+        protocol = _sample_protocol(args, cfg, family, step, precision)
+        batch = args.batch_size or 256
+        t0 = time.perf_counter()
+        with _autocast(precision):
+            x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                              batch_size=batch, progress=progress)
+        seconds = time.perf_counter() - t0
+        labels = None
+        protocol.update({"sampling_seconds": seconds, "seconds_per_sample": seconds / args.n, "batch_size": batch,
+                         "threads": _threads()})
+        if args.save_samples:
+            _write_samples_npz(args.save_samples, x, cfg.data.levels, protocol)
+    ref = _load_data(cfg, args.ref_split, root=args.data_dir)
+    real, _ = reference_features(fnet, ref.images, ref.labels, cfg.data.name, args.ref_split, progress=progress)
+    out = evaluate_images(fnet, x, real, quality, labels=labels, progress=progress, seed=args.seed)
+    return {**out, "n": len(x), **protocol, "ref_split": args.ref_split, "ref_n": len(real),
+            "feature_accuracy": fnet.accuracy}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _print_quality(run: Path, r: dict) -> None:
+    how = (f"from {r['samples_file']}" if "samples_file" in r else
+           f"{r['sampler']} {r['steps']} steps" + (f" (eta {r['eta']:g})" if r.get("eta") is not None else ""))
+    print(f"sample quality of {run} (step {r['step']}, {r['weights']} weights): {r['n']} samples {how}")
+    if r.get("seconds_per_sample") is not None:
+        print(f"  speed: {r['nfe']} network evaluations per sample, {r['seconds_per_sample']:.4f} s/sample at batch "
+              f"{r['batch_size']} ({r['threads']} threads, {r['mixed_precision']})")
+    print(f"  reference: {r['data']} {r['ref_split']} ({r['ref_n']} images), feature network {r['feature_network']} "
+          f"(test accuracy {r['feature_accuracy']:.4f})")
+    rows = []
+    if "fid" in r:
+        rows.append(("FID", f"{r['fid']:.3f}"))
+    if "kid" in r:
+        rows.append(("KID", f"{r['kid']:.5f} +- {r['kid_std']:.5f}"))
+    if "precision" in r:
+        rows += [(f"precision (k={r['pr_k']})", f"{r['precision']:.4f}"), (f"recall (k={r['pr_k']})", f"{r['recall']:.4f}")]
+    if "class_accuracy" in r:
+        rows.append(("class accuracy", f"{r['class_accuracy']:.4f}"))
+    for name, value in rows:
+        print(f"  {name:<24} {value:>18}")
+
+
+def _print_bpd(cfg, r: dict, args) -> None:
+    T = r["timesteps"]
+    how = "all T terms" if r["t_samples"] is None else f"{r['t_samples']} stratified timesteps per image"
+    print(f"bits/dim on {cfg.data.name} {r['bpd_split']} ({r['bpd_n']} images, {r['weights']} weights, step {r['step']}, "
+          f"T={T}, {how}, {r['bpd_seconds']:.1f}s)")
+    rows = [("L_T (prior)", r["prior_bpd"]), (f"sum of L_t-1, t=2..{T}", r["diffusion_bpd"]),
+            ("L_0 (decoder)", r["decoder_bpd"]), ("total (bound)", r["bpd"]), ("standard error (total)", r["bpd_se"])]
     for name, value in rows:
         print(f"  {name:<24} {value:>9.4f}")
+
+
+def cmd_report(args) -> int:
+    from genlab.viz.report import collect_rows, write_report
+
+    rows = collect_rows(args.runs)
+    md, png = write_report(rows, args.out)
+    print(f"genlab: report of {len(rows)} rows from {len(args.runs)} run(s) -> {md} and {png}")
+    return 0
+
+
+def cmd_features(args) -> int:
+    import shlex
+
+    from genlab.metrics import features as F
+
+    if args.features_command is None:
+        raise ConfigError("say what to do: genlab features train --data NAME, genlab features show or genlab features floor --data NAME.")
+    if args.features_command == "train":
+        if args.data not in F.TRAIN_DATA:
+            raise ConfigError(f"no feature network recipe for {args.data!r}; choose one of: {', '.join(F.TRAIN_DATA)}.")
+        out = args.out or Path("features") / f"{args.data}.safetensors"
+        command = shlex.join(["genlab", *sys.argv[1:]]) if sys.argv and Path(sys.argv[0]).name in ("genlab", "__main__.py") else ""
+        F.train_feature_network(args.data, out, root=args.data_dir, seed=args.seed, epochs=args.epochs,
+                                progress=not args.no_progress, command=command)
+        return 0
+    if args.features_command == "show":
+        nets = F.shipped_networks()
+        rows = [{"name": n.name, "version": n.version, "test_accuracy": n.accuracy, "test_n": n.meta["test_n"],
+                 "data": n.meta["data"], "command": n.command} for n in nets]
+        if args.json:
+            print(json.dumps(rows))
+            return 0
+        for r in rows:
+            print(f"{r['name']:<14} {r['version']:<28} test accuracy {r['test_accuracy']:.4f} on {r['test_n']} {r['data']} images")
+            print(f"{'':<14} reproduce: {r['command']}")
+        return 0
+    return _features_floor(args)
+
+
+def _features_floor(args) -> int:
+    import torch
+
+    from genlab.data import load_dataset
+    from genlab.metrics.evaluate import compare, reference_features
+    from genlab.metrics.features import load_feature_network
+
+    fnet = load_feature_network(args.data)
+    progress = not (args.no_progress or args.json)
+    test = load_dataset(args.data, "test", root=args.data_dir)
+    train = load_dataset(args.data, "train", root=args.data_dir)
+    test_f, _ = reference_features(fnet, test.images, test.labels, args.data, "test", progress)
+    train_f, _ = reference_features(fnet, train.images, train.labels, args.data, "train", progress)
+    perm = torch.randperm(len(test_f), generator=torch.Generator().manual_seed(0))
+    half = len(test_f) // 2
+    a, b = test_f[perm[:half].sort().values], test_f[perm[half : 2 * half].sort().values]
+    result = {"data": args.data, "feature_network": fnet.version, "feature_accuracy": fnet.accuracy,
+              "test_halves": {"n": half, **compare(a, b)},
+              "test_vs_train": {"n": len(test_f), "ref_n": len(train_f), **compare(train_f, test_f)}}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"real against real on {args.data}, feature network {fnet.version} (test accuracy {fnet.accuracy:.4f}):")
+    for key, what in (("test_halves", f"test half vs test half ({half} vs {half})"),
+                      ("test_vs_train", f"test vs train ({len(test_f)} vs {len(train_f)})")):
+        r = result[key]
+        print(f"  {what:<34} FID {r['fid']:.3f}  KID {r['kid']:.5f} +- {r['kid_std']:.5f}  "
+              f"precision {r['precision']:.4f}  recall {r['recall']:.4f}")
     return 0
 
 
@@ -289,7 +541,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+    commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "report": cmd_report,
+                "features": cmd_features}
     try:
         return commands[args.command](args)
     except GenlabError as e:

@@ -106,6 +106,13 @@ def ddim_sample(
 SAMPLERS = ("ancestral", "ddim")
 
 
+def sampler_nfe(sampler: str, steps: int | None, num_timesteps: int) -> int:
+    """Network evaluations per sample of :func:`sample` with these settings."""
+    if sampler == "ancestral":
+        return steps or num_timesteps
+    return steps or min(50, num_timesteps)
+
+
 def sample(
     denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, sampler: str = "ancestral",
     steps: int | None = None, eta: float = 0.0, generator: GeneratorLike = None, clip_denoised: bool = True,

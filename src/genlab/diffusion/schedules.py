@@ -59,5 +59,8 @@ def make_betas(name: str, T: int) -> np.ndarray:
     if name not in builders:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
     betas = builders[name](T)
+    if not np.all(betas < 1):
+        raise ConfigError(f"the {name} schedule scaled to {T} timesteps reaches beta >= 1 (its end points grow as 1000/T); "
+                          f"use --timesteps 21 or more, or --schedule cosine.")
     assert betas.shape == (T,) and np.all(betas > 0) and np.all(betas < 1)
     return betas

@@ -1,0 +1,1 @@
+"""Measuring generative models: the feature network, FID/KID, precision/recall, speed."""

@@ -1,0 +1,182 @@
+"""The trilemma report: quality (FID, KID), coverage (precision, recall), speed and likelihood.
+
+``collect_rows(runs)`` reads each run's ``metrics.jsonl`` and keeps, per sampler setting,
+the latest sample-quality evaluation, joined with the run's latest bits/dim on its
+whole test split; ``write_report(rows, out)`` writes the Markdown table and, beside it,
+a PNG chart of FID against seconds per sample with the point size set by recall.
+
+Figures measured with another feature network than the one this genlab ships are
+refused: FIDs from different feature networks are not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from genlab.errors import RunError
+from genlab.io import atomic_write, atomic_write_text
+
+
+def _records(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not (run / "config.json").is_file():
+        raise RunError(f"{run} is not a genlab run (no config.json); pass run directories written by genlab train.")
+    if not path.is_file():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise RunError(f"{path} line {i} is not JSON; remove that line or restore the file.") from None
+    return out
+
+
+def _setting(r: dict) -> tuple:
+    """What makes two quality evaluations the same row."""
+    return (r.get("samples_file") or "", r.get("sampler"), r.get("steps"), r.get("eta"), r.get("n"),
+            r.get("weights"), r.get("ref_split"), r.get("step"))
+
+
+def _label(r: dict) -> str:
+    if r.get("samples_file") and not r.get("sampler"):
+        return Path(r["samples_file"]).name
+    name = {"ancestral": "ancestral", "ddim": "DDIM"}.get(r.get("sampler"), str(r.get("sampler")))
+    eta = f" eta={r['eta']:g}" if r.get("eta") else ""
+    return f"{name} {r.get('steps')}{eta}"
+
+
+def collect_rows(runs: list[Path]) -> list[dict]:
+    """One row per (run, sampler setting), latest evaluation first seen; refuses other feature networks."""
+    from genlab.metrics.features import load_feature_network
+
+    rows: list[dict] = []
+    for run in map(Path, runs):
+        records = [r for r in _records(run) if r.get("event") == "eval"]
+        quality = [r for r in records if "feature_network" in r]
+        bpds = [r for r in records if "bpd" in r]
+        bpd = None
+        if bpds:  # the latest checkpoint's, on the most images
+            top_step = max(r.get("step", 0) for r in bpds)
+            at_top = [r for r in bpds if r.get("step", 0) == top_step]
+            bpd = max(at_top, key=lambda r: (r.get("bpd_n", r.get("n", 0)), at_top.index(r)))
+        if not quality and bpd is None:
+            raise RunError(f"{run} has no evaluations yet; run genlab eval {run} --metrics fid,kid,pr,bpd first.")
+        latest: dict[tuple, dict] = {}
+        for r in quality:
+            latest[_setting(r)] = r
+        current: dict[str, str] = {}
+        for r in latest.values():
+            data = r.get("data", "")
+            if data not in current:
+                current[data] = load_feature_network(data).version
+            if r["feature_network"] != current[data]:
+                raise RunError(f"{run}: the {_label(r)} figures were measured with feature network {r['feature_network']} "
+                               f"but this genlab ships {current[data]}, and FIDs from different networks are not "
+                               f"comparable; measure again with genlab eval {run} --metrics fid,kid,pr.")
+        settings = sorted(latest.values(), key=lambda r: (-(r.get("nfe") or 0), r.get("n") or 0))
+        bpd_fields = {}
+        if bpd is not None:
+            bpd_fields = {"bpd": bpd["bpd"], "bpd_n": bpd.get("bpd_n", bpd.get("n")), "bpd_split": bpd.get("bpd_split", bpd.get("split")),
+                          "bpd_weights": bpd.get("weights", "ema"), "bpd_exact": bpd.get("t_samples") is None,
+                          "bpd_se": bpd.get("bpd_se")}
+        if not settings:
+            rows.append({"run": str(run), "label": "(no samples measured)", **bpd_fields})
+        for r in settings:
+            rows.append({"run": str(run), "label": _label(r), **{k: r.get(k) for k in (
+                "fid", "kid", "kid_std", "precision", "recall", "nfe", "seconds_per_sample", "batch_size", "n",
+                "weights", "ref_split", "ref_n", "feature_network", "data", "step", "threads", "mixed_precision")},
+                **bpd_fields})
+    return rows
+
+
+def _fmt(v, spec: str) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| run | sampler | n | FID | KID | precision | recall | bits/dim | NFE | s/sample |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        kid = f"{r['kid']:.4f} ± {r['kid_std']:.4f}" if r.get("kid") is not None else ""
+        bpd = ""
+        if r.get("bpd") is not None:
+            bpd = f"{r['bpd']:.4f}" + ("" if r.get("bpd_exact") else f" ± {r['bpd_se']:.4f}")
+        lines.append(f"| {Path(r['run']).name} | {r['label']} | {_fmt(r.get('n'), 'd')} | {_fmt(r.get('fid'), '.3f')} | {kid} "
+                     f"| {_fmt(r.get('precision'), '.3f')} | {_fmt(r.get('recall'), '.3f')} | {bpd} "
+                     f"| {_fmt(r.get('nfe'), 'd')} | {_fmt(r.get('seconds_per_sample'), '.4f')} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def _protocol(rows: list[dict]) -> str:
+    notes = []
+    for run in dict.fromkeys(r["run"] for r in rows):
+        rs = [r for r in rows if r["run"] == run]
+        q = next((r for r in rs if r.get("feature_network")), None)
+        parts = [f"- **{Path(run).name}** (`{run}`)"]
+        if q:
+            parts.append(f"samples from {q['weights']} weights at step {q['step']}, compared with the {q['data']} "
+                         f"{q['ref_split']} split ({q['ref_n']} images) under feature network `{q['feature_network']}`; "
+                         f"speed at batch {q['batch_size']} on {q['threads']} threads ({q['mixed_precision']})")
+        b = rs[0]
+        if b.get("bpd") is not None:
+            how = "every term of the bound" if b.get("bpd_exact") else "stratified estimate of the bound (± standard error)"
+            parts.append(f"bits/dim on {b['bpd_n']} {b['bpd_split']} images, {b['bpd_weights']} weights, {how}")
+        notes.append("; ".join(parts) + ".")
+    return "\n".join(notes) + "\n"
+
+
+def write_chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r.get("fid") is not None and r.get("seconds_per_sample")]
+    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
+    runs = list(dict.fromkeys(r["run"] for r in pts))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(runs):
+        rs = [r for r in pts if r["run"] == run]
+        xs = [r["seconds_per_sample"] for r in rs]
+        ys = [r["fid"] for r in rs]
+        sizes = [40 + 600 * (r.get("recall") or 0) for r in rs]
+        ax.scatter(xs, ys, s=sizes, alpha=0.6, color=colors[i % len(colors)], edgecolors="black", linewidths=0.6,
+                   label=Path(run).name)
+        for r in rs:
+            rec = f", recall {r['recall']:.2f}" if r.get("recall") is not None else ""
+            ax.annotate(f"{r['label']}{rec}", (r["seconds_per_sample"], r["fid"]), textcoords="offset points",
+                        xytext=(8, 6), fontsize=8)
+    if pts:
+        ax.set_xscale("log")
+        if min(r["fid"] for r in pts) > 0:
+            ax.set_yscale("log")
+        ax.legend(fontsize=8, loc="best", markerscale=0.4)
+    else:
+        ax.text(0.5, 0.5, "no sample-quality evaluations with timings yet:\nrun genlab eval RUN --metrics fid,kid,pr",
+                ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("seconds per sample (log scale) - faster to the left")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title("Quality against speed; point area grows with recall (mode coverage)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def write_report(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
+    """Write ``out`` (Markdown) and ``out`` with suffix ``.png`` (the chart); return both paths."""
+    out = Path(out)
+    png = out.with_suffix(".png")
+    text = ("# genlab report: the generative trilemma\n\n"
+            "Sample quality (FID, KID: lower is better), mode coverage (precision, recall: higher is better), "
+            "likelihood (bits/dim: lower is better) and sampling speed (network evaluations and seconds per sample).\n\n"
+            + markdown_table(rows) + f"\n![quality against speed]({png.name})\n\n## Protocol\n\n" + _protocol(rows))
+    write_chart(rows, png)
+    atomic_write_text(out, text)
+    return out, png

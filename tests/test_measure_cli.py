@@ -1,0 +1,130 @@
+"""genlab eval --metrics fid,kid,pr, genlab report and genlab features, end to end on a tiny digits run."""
+
+import json
+import shutil
+
+import pytest
+
+from genlab.cli import main
+from genlab.metrics.features import TRAIN_DATA, load_feature_network
+
+from conftest import TINY
+from test_cli import assert_one_sentence_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("measure") / "run"
+    assert main(["train", *TINY, "--steps", "4", "--eval-limit", "8", "--out", str(out)]) == 0
+    return out
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_eval_measures_samples_and_records_the_protocol(run_dir, capsys):
+    code, out, _ = run_cli(capsys, "eval", run_dir, "--metrics", "fid,kid,pr", "--n", "40", "--sampler", "ddim",
+                           "--steps", "3", "--json")
+    assert code == 0
+    r = json.loads(out)
+    assert r["fid"] > 0 and r["kid"] == r["kid"] and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+    assert r["n"] == 40 and r["sampler"] == "ddim" and r["steps"] == 3 and r["nfe"] == 3 and r["eta"] == 0
+    assert r["seconds_per_sample"] > 0 and r["batch_size"] == 256 and r["weights"] == "ema"
+    assert r["ref_split"] == "train" and r["ref_n"] == 1437 and r["pr_reference_n"] == 40 and r["pr_k"] == 3
+    assert r["feature_network"] == load_feature_network("digits").version
+    last = records(run_dir)[-1]
+    assert last["event"] == "eval" and last["metric"] == "fid,kid,pr" and last["fid"] == r["fid"]
+    # the same seed gives the same samples, hence the same figures
+    code, out, _ = run_cli(capsys, "eval", run_dir, "--metrics", "fid,kid,pr", "--n", "40", "--sampler", "ddim",
+                           "--steps", "3", "--json", "--batch-size", "7")
+    again = json.loads(out)
+    assert (again["fid"], again["kid"], again["precision"], again["recall"]) == (r["fid"], r["kid"], r["precision"], r["recall"])
+
+
+def test_eval_prints_a_table_with_likelihood_and_quality(run_dir, capsys):
+    code, out, _ = run_cli(capsys, "eval", run_dir, "--metrics", "fid,bpd", "--n", "20", "--steps", "2", "--limit", "4",
+                           "--no-progress")
+    assert code == 0
+    for words in ("FID", "network evaluations per sample", "feature network digits-", "total (bound)", "4 images"):
+        assert words in out
+    last = records(run_dir)[-1]
+    assert "fid" in last and "kid" not in last and last["bpd_n"] == 4 and last["bpd_split"] == "test"
+
+
+def test_eval_reads_samples_written_by_genlab_sample(run_dir, tmp_path, capsys):
+    npz = tmp_path / "s.npz"
+    assert run_cli(capsys, "sample", run_dir, "--n", "30", "--sampler", "ddim", "--steps", "2", "--out",
+                   tmp_path / "s.png", "--npz", npz, "--no-progress")[0] == 0
+    code, out, _ = run_cli(capsys, "eval", run_dir, "--metrics", "pr", "--samples", npz, "--json")
+    r = json.loads(out)
+    assert code == 0 and r["n"] == 30 and r["sampler"] == "ddim" and r["nfe"] == 2 and r["samples_file"] == str(npz)
+    import numpy as np
+
+    np.savez(tmp_path / "bad.npz", samples=np.zeros((3, 1, 28, 28), np.uint8))
+    code, _, err = run_cli(capsys, "eval", run_dir, "--metrics", "fid", "--samples", tmp_path / "bad.npz")
+    assert_one_sentence_error(code, err, "shape")
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--metrics", "fid,is"], ["unknown metric 'is'"]),
+    (["--metrics", "fid", "--n", "1"], ["--n must be at least 2"]),
+    (["--metrics", "fid", "--sampler", "euler"], ["unknown sampler 'euler'"]),
+    (["--metrics", "fid", "--ref-split", "val"], ["unknown split 'val'"]),
+    (["--metrics", "fid", "--samples", "missing.npz"], ["does not exist"]),
+])
+def test_bad_eval_options_give_one_sentence(run_dir, argv, words, capsys):
+    before = (run_dir / "metrics.jsonl").read_text()
+    code, _, err = run_cli(capsys, "eval", run_dir, *argv)
+    assert_one_sentence_error(code, err, *words)
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+def test_report_writes_the_table_and_the_chart(run_dir, tmp_path, capsys):
+    run_cli(capsys, "eval", run_dir, "--metrics", "fid,kid,pr", "--n", "30", "--steps", "4", "--json")
+    code, out, _ = run_cli(capsys, "report", run_dir, "--out", tmp_path / "r.md")
+    assert code == 0
+    md = (tmp_path / "r.md").read_text()
+    assert "| run | sampler | n | FID | KID | precision | recall | bits/dim | NFE | s/sample |" in md
+    assert "DDIM 4" in md and "DDIM 3" in md and "feature network `digits-" in md and "![quality against speed](r.png)" in md
+    png = (tmp_path / "r.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_report_refuses_figures_from_another_feature_network(run_dir, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    rec = {**records(run_dir)[-1], "feature_network": "digits-000000000000", "fid": 1.0}
+    with open(other / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    code, _, err = run_cli(capsys, "report", other, "--out", tmp_path / "r.md")
+    assert_one_sentence_error(code, err, "digits-000000000000", "not comparable")
+    assert not (tmp_path / "r.md").exists() and not (tmp_path / "r.png").exists()
+
+
+def test_report_of_a_run_never_evaluated(run_dir, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    code, _, err = run_cli(capsys, "report", bare, "--out", tmp_path / "r.md")
+    assert_one_sentence_error(code, err, "no evaluations")
+
+
+def test_continuous_data_has_no_image_metrics(tmp_path, capsys):
+    run = tmp_path / "toy"
+    assert main(["train", "--data", "toy2d", "--steps", "2", "--timesteps", "50", "--hidden", "16", "--no-progress",
+                 "--sample-every", "0", "--out", str(run)]) == 0
+    code, _, err = run_cli(capsys, "eval", run, "--metrics", "fid")
+    assert_one_sentence_error(code, err, "continuous")
+
+
+def test_features_show_and_floor(capsys):
+    code, out, _ = run_cli(capsys, "features", "show", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["name"] for r in rows] == list(TRAIN_DATA)
+    code, out, _ = run_cli(capsys, "features", "floor", "--data", "digits", "--json")
+    r = json.loads(out)
+    assert code == 0 and r["test_halves"]["n"] == 180 and r["test_vs_train"]["ref_n"] == 1437
+    assert 0 < r["test_vs_train"]["fid"] < r["test_halves"]["fid"]  # more images, less bias
+    code, _, err = run_cli(capsys, "features", "train", "--data", "svhn")
+    assert_one_sentence_error(code, err, "svhn")
