@@ -150,13 +150,21 @@ def write_chart(rows: list[dict], path: Path) -> None:
                    label=Path(run).name)
         for r in rs:
             rec = f", recall {r['recall']:.2f}" if r.get("recall") is not None else ""
-            ax.annotate(f"{r['label']}{rec}", (r["seconds_per_sample"], r["fid"]), textcoords="offset points",
-                        xytext=(8, 6), fontsize=8)
+            ax.annotate(f"{r['label']} (n={r['n']}){rec}", (r["seconds_per_sample"], r["fid"]), textcoords="offset points",
+                        xytext=(9, 4), fontsize=7)
     if pts:
+        from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
+
         ax.set_xscale("log")
         if min(r["fid"] for r in pts) > 0:
             ax.set_yscale("log")
-        ax.legend(fontsize=8, loc="best", markerscale=0.4)
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.margins(x=0.35, y=0.15)
+        if len(runs) > 1:
+            ax.legend(fontsize=8, loc="best", markerscale=0.4)
     else:
         ax.text(0.5, 0.5, "no sample-quality evaluations with timings yet:\nrun genlab eval RUN --metrics fid,kid,pr",
                 ha="center", va="center", transform=ax.transAxes)
