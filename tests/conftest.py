@@ -37,6 +37,16 @@ TINY = ["--channels", "16,32", "--res-blocks", "1", "--attn", "4", "--norm-group
         "--batch-size", "32", "--log-every", "5", "--sample-every", "0", "--grid-steps", "5", "--no-progress"]
 
 
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny digits run (4 steps of the TINY U-Net), one per test module that asks for it."""
+    from genlab.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", *TINY, "--steps", "4", "--eval-limit", "8", "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     """Never read or write the user's cache or $GENLAB_DATA from tests: the cache is tmp_path/cache."""

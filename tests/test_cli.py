@@ -29,13 +29,6 @@ def assert_one_sentence_error(code, err, *words):
         assert w in lines[0], (w, lines[0])
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", *TINY, "--steps", "4", "--eval-limit", "8", "--out", str(out)]) == 0
-    return out
-
-
 def test_help_lists_the_options_a_user_expects(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--help"])

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.data import download as dl
 from genlab.data import load_dataset
 from genlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from genlab.errors import DataError

@@ -3,20 +3,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from genlab.cli import main
 from genlab.metrics.features import TRAIN_DATA, load_feature_network
 
-from conftest import TINY
 from test_cli import assert_one_sentence_error, run_cli
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("measure") / "run"
-    assert main(["train", *TINY, "--steps", "4", "--eval-limit", "8", "--out", str(out)]) == 0
-    return out
 
 
 def records(run):
@@ -59,8 +52,6 @@ def test_eval_reads_samples_written_by_genlab_sample(run_dir, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "eval", run_dir, "--metrics", "pr", "--samples", npz, "--json")
     r = json.loads(out)
     assert code == 0 and r["n"] == 30 and r["sampler"] == "ddim" and r["nfe"] == 2 and r["samples_file"] == str(npz)
-    import numpy as np
-
     np.savez(tmp_path / "bad.npz", samples=np.zeros((3, 1, 28, 28), np.uint8))
     code, _, err = run_cli(capsys, "eval", run_dir, "--metrics", "fid", "--samples", tmp_path / "bad.npz")
     assert_one_sentence_error(code, err, "shape")

@@ -1,6 +1,5 @@
 """FID, KID and precision/recall against their definitions, then the shipped feature networks on real data."""
 
-import json
 import math
 
 import numpy as np

@@ -259,30 +259,19 @@ def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, see
 
 
 def cmd_sample(args) -> int:
-    from genlab.diffusion import SAMPLERS
     from genlab.run import load_run
     from genlab.viz import save_samples
 
-    if args.sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError("--n and --batch-size must be at least 1.")
-    if args.steps is not None and not 1 <= args.steps <= 10**6:
-        raise ConfigError(f"--steps must be at least 1, not {args.steps}.")
+    _check_sampler(args)
     cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
-    t0 = time.perf_counter()
-    with _autocast(_precision(args, cfg)):
-        x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                          batch_size=args.batch_size, progress=not args.no_progress)
-    seconds = time.perf_counter() - t0
+    x, protocol = _draw_samples(args, cfg, family, step, _precision(args, cfg), args.batch_size, not args.no_progress)
     save_samples(x, args.out, cfg.data.levels)
     if args.npz:
-        protocol = _sample_protocol(args, cfg, family, step, _precision(args, cfg))
-        protocol.update({"sampling_seconds": seconds, "seconds_per_sample": seconds / args.n,
-                         "batch_size": args.batch_size, "threads": _threads()})
         _write_samples_npz(args.npz, x, cfg.data.levels, protocol)
     print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {args.sampler}"
-          f"{'' if args.steps is None else f', {args.steps} steps'}) in {seconds:.1f}s -> {args.out}"
+          f"{'' if args.steps is None else f', {args.steps} steps'}) in {protocol['sampling_seconds']:.1f}s -> {args.out}"
           + (f" and {args.npz}" if args.npz else ""))
     return 0
 
@@ -298,9 +287,16 @@ def _parse_metrics(text: str) -> tuple[str, ...]:
     return names
 
 
-def _check_eval_args(args, metrics) -> None:
+def _check_sampler(args) -> None:
     from genlab.diffusion import SAMPLERS
 
+    if args.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+    if args.steps is not None and not 1 <= args.steps <= 10**6:
+        raise ConfigError(f"--steps must be at least 1, not {args.steps}.")
+
+
+def _check_eval_args(args, metrics) -> None:
     if args.split not in ("train", "test") or args.ref_split not in ("train", "test"):
         bad = args.split if args.split not in ("train", "test") else args.ref_split
         raise ConfigError(f"unknown split {bad!r}; choose train or test.")
@@ -310,10 +306,7 @@ def _check_eval_args(args, metrics) -> None:
     if any(m != "bpd" for m in metrics):
         if args.n < 2:
             raise ConfigError(f"--n must be at least 2 to measure samples, not {args.n}.")
-        if args.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if args.steps is not None and not 1 <= args.steps <= 10**6:
-            raise ConfigError(f"--steps must be at least 1, not {args.steps}.")
+        _check_sampler(args)
 
 
 def _read_samples_npz(path: Path, cfg) -> tuple:
@@ -340,12 +333,23 @@ def _read_samples_npz(path: Path, cfg) -> tuple:
     return torch.from_numpy(samples), labels, protocol
 
 
-def _sample_protocol(args, cfg, family, step: int, precision: str) -> dict:
+def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int, progress: bool) -> tuple:
+    """(``args.n`` uint8 samples, their protocol: sampler settings, weights and the timed speed)."""
+    import torch
+
     from genlab.diffusion import sampler_nfe
 
-    return {"sampler": args.sampler, "steps": args.steps if args.steps is not None else sampler_nfe(args.sampler, None, cfg.diffusion.timesteps),
-            "eta": args.eta if args.sampler == "ddim" else None, "nfe": sampler_nfe(args.sampler, args.steps, cfg.diffusion.timesteps),
-            "seed": args.seed, "weights": args.weights, "step": step, "mixed_precision": precision}
+    T = cfg.diffusion.timesteps
+    t0 = time.perf_counter()
+    with _autocast(precision):
+        x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                          batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - t0
+    return x, {"sampler": args.sampler, "steps": args.steps if args.steps is not None else sampler_nfe(args.sampler, None, T),
+               "eta": args.eta if args.sampler == "ddim" else None, "nfe": sampler_nfe(args.sampler, args.steps, T),
+               "seed": args.seed, "weights": args.weights, "step": step, "mixed_precision": precision,
+               "sampling_seconds": seconds, "seconds_per_sample": seconds / args.n, "batch_size": batch_size,
+               "threads": torch.get_num_threads()}
 
 
 def _write_samples_npz(path: Path, x, levels: int, protocol: dict) -> None:
@@ -397,7 +401,7 @@ def cmd_eval(args) -> int:
     if quality:
         _print_quality(args.run, record)
     if "bpd" in metrics:
-        _print_bpd(cfg, record, args)
+        _print_bpd(cfg, record)
     return 0
 
 
@@ -408,16 +412,8 @@ def _measure_samples(args, cfg, family, step, precision, fnet, quality, progress
         x, labels, protocol = _read_samples_npz(args.samples, cfg)
         protocol = {**protocol, "samples_file": str(args.samples)}
     else:
-        protocol = _sample_protocol(args, cfg, family, step, precision)
-        batch = args.batch_size or 256
-        t0 = time.perf_counter()
-        with _autocast(precision):
-            x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                              batch_size=batch, progress=progress)
-        seconds = time.perf_counter() - t0
+        x, protocol = _draw_samples(args, cfg, family, step, precision, args.batch_size or 256, progress)
         labels = None
-        protocol.update({"sampling_seconds": seconds, "seconds_per_sample": seconds / args.n, "batch_size": batch,
-                         "threads": _threads()})
         if args.save_samples:
             _write_samples_npz(args.save_samples, x, cfg.data.levels, protocol)
     ref = _load_data(cfg, args.ref_split, root=args.data_dir)
@@ -425,12 +421,6 @@ def _measure_samples(args, cfg, family, step, precision, fnet, quality, progress
     out = evaluate_images(fnet, x, real, quality, labels=labels, progress=progress, seed=args.seed)
     return {**out, "n": len(x), **protocol, "ref_split": args.ref_split, "ref_n": len(real),
             "feature_accuracy": fnet.accuracy}
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _print_quality(run: Path, r: dict) -> None:
@@ -455,7 +445,7 @@ def _print_quality(run: Path, r: dict) -> None:
         print(f"  {name:<24} {value:>18}")
 
 
-def _print_bpd(cfg, r: dict, args) -> None:
+def _print_bpd(cfg, r: dict) -> None:
     T = r["timesteps"]
     how = "all T terms" if r["t_samples"] is None else f"{r['t_samples']} stratified timesteps per image"
     print(f"bits/dim on {cfg.data.name} {r['bpd_split']} ({r['bpd_n']} images, {r['weights']} weights, step {r['step']}, "

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from genlab.data.core import cache_dir
 from genlab.io import atomic_write
 from genlab.metrics.features import FeatureNetwork
 from genlab.metrics.quality import class_accuracy, fid, kid, precision_recall
@@ -26,8 +26,8 @@ PR_K = 3
 
 
 def features_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "genlab" / "features"
+    """``$XDG_CACHE_HOME/genlab/features`` (beside the data cache)."""
+    return cache_dir().parent / "features"
 
 
 def _fingerprint(images: torch.Tensor) -> str:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -167,11 +168,9 @@ def load_feature_network(data_name: str, path: str | Path | None = None) -> Feat
         raise RunError(f"the feature network {path} is missing; reinstall genlab or run "
                        f"genlab features train --data {name or data_name} --out {path}.")
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
         info = json.loads(meta["genlab_features"])
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise RunError(f"{path} is not a genlab feature network ({e}); retrain it with genlab features train.") from None

@@ -55,6 +55,7 @@ def collect_rows(runs: list[Path]) -> list[dict]:
     from genlab.metrics.features import load_feature_network
 
     rows: list[dict] = []
+    shipped: dict[str, str] = {}  # data name -> version of the feature network this genlab ships
     for run in map(Path, runs):
         records = [r for r in _records(run) if r.get("event") == "eval"]
         quality = [r for r in records if "feature_network" in r]
@@ -69,14 +70,13 @@ def collect_rows(runs: list[Path]) -> list[dict]:
         latest: dict[tuple, dict] = {}
         for r in quality:
             latest[_setting(r)] = r
-        current: dict[str, str] = {}
         for r in latest.values():
             data = r.get("data", "")
-            if data not in current:
-                current[data] = load_feature_network(data).version
-            if r["feature_network"] != current[data]:
+            if data not in shipped:
+                shipped[data] = load_feature_network(data).version
+            if r["feature_network"] != shipped[data]:
                 raise RunError(f"{run}: the {_label(r)} figures were measured with feature network {r['feature_network']} "
-                               f"but this genlab ships {current[data]}, and FIDs from different networks are not "
+                               f"but this genlab ships {shipped[data]}, and FIDs from different networks are not "
                                f"comparable; measure again with genlab eval {run} --metrics fid,kid,pr.")
         settings = sorted(latest.values(), key=lambda r: (-(r.get("nfe") or 0), r.get("n") or 0))
         bpd_fields = {}
