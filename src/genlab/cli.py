@@ -334,19 +334,33 @@ def _read_samples_npz(path: Path, cfg) -> tuple:
 
 
 def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int, progress: bool) -> tuple:
-    """(``args.n`` uint8 samples, their protocol: sampler settings, weights and the timed speed)."""
+    """(``args.n`` uint8 samples, their protocol: sampler settings, weights and the timed speed).
+
+    Network evaluations per sample are counted with a forward hook, not predicted from the settings.
+    """
     import torch
 
-    from genlab.diffusion import sampler_nfe
+    from genlab.diffusion.samplers import DEFAULT_STEPS
 
-    T = cfg.diffusion.timesteps
-    t0 = time.perf_counter()
-    with _autocast(precision):
-        x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                          batch_size=batch_size, progress=progress)
-    seconds = time.perf_counter() - t0
-    return x, {"sampler": args.sampler, "steps": args.steps if args.steps is not None else sampler_nfe(args.sampler, None, T),
-               "eta": args.eta if args.sampler == "ddim" else None, "nfe": sampler_nfe(args.sampler, args.steps, T),
+    rows = 0
+
+    def count(module, inputs, output):
+        nonlocal rows
+        rows += inputs[0].shape[0]
+
+    hook = family.net.register_forward_hook(count)
+    try:
+        t0 = time.perf_counter()
+        with _autocast(precision):
+            x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                              batch_size=batch_size, progress=progress)
+        seconds = time.perf_counter() - t0
+    finally:
+        hook.remove()
+    nfe = rows / args.n
+    steps = args.steps if args.steps is not None else (DEFAULT_STEPS[args.sampler] or cfg.diffusion.timesteps)
+    return x, {"sampler": args.sampler, "steps": steps, "eta": args.eta if args.sampler == "ddim" else None,
+               "nfe": int(nfe) if nfe == int(nfe) else nfe,
                "seed": args.seed, "weights": args.weights, "step": step, "mixed_precision": precision,
                "sampling_seconds": seconds, "seconds_per_sample": seconds / args.n, "batch_size": batch_size,
                "threads": torch.get_num_threads()}

@@ -103,14 +103,11 @@ def ddim_sample(
     return x
 
 
-SAMPLERS = ("ancestral", "ddim")
-
-
-def sampler_nfe(sampler: str, steps: int | None, num_timesteps: int) -> int:
-    """Network evaluations per sample of :func:`sample` with these settings."""
-    if sampler == "ancestral":
-        return steps or num_timesteps
-    return steps or min(50, num_timesteps)
+SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "euler", "heun", "langevin", "pc")
+# steps when none are given (None: every timestep); DPM-Solver++ and Heun are good at 20
+DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpmpp-2m": 20, "euler": 50, "heun": 20, "langevin": 100, "pc": 100}
+LANGEVIN_STEPS = 5  # Langevin updates per noise level of the langevin sampler
+PC_CORRECTOR_STEPS = 1  # corrector updates per step of the pc sampler
 
 
 def sample(
@@ -118,11 +115,27 @@ def sample(
     steps: int | None = None, eta: float = 0.0, generator: GeneratorLike = None, clip_denoised: bool = True,
     progress: bool = False, **cond,
 ) -> torch.Tensor:
-    """Dispatch to a named sampler. ``steps=None`` means every timestep for ancestral, 50 for DDIM."""
+    """Dispatch to a named sampler (:data:`SAMPLERS`). ``steps=None``: the sampler's default
+    (:data:`DEFAULT_STEPS`; every timestep for ancestral)."""
+    from genlab.diffusion import solvers
+
     T = diffusion.num_timesteps
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+    if eta != 0 and sampler != "ddim":
+        raise ConfigError(f"--eta applies to the ddim sampler only, not to {sampler}.")
+    n = steps or DEFAULT_STEPS[sampler] or T
     if sampler == "ancestral":
-        proc = diffusion if steps in (None, T) else diffusion.respaced(ddim_timesteps(T, steps))
+        proc = diffusion if n == T else diffusion.respaced(ddim_timesteps(T, n))
         return ancestral_sample(denoiser, proc, x_T, generator, clip_denoised, progress, **cond)
+    n = min(n, T) if steps is None else n
     if sampler == "ddim":
-        return ddim_sample(denoiser, diffusion, x_T, steps or min(50, T), eta, generator, clip_denoised, progress, **cond)
-    raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        return ddim_sample(denoiser, diffusion, x_T, n, eta, generator, clip_denoised, progress, **cond)
+    ode = {"euler": solvers.euler_sample, "heun": solvers.heun_sample, "dpmpp-2m": solvers.dpmpp_2m_sample}
+    if sampler in ode:
+        return ode[sampler](denoiser, diffusion, x_T, n, clip_denoised, progress, **cond)
+    if sampler == "langevin":
+        return solvers.langevin_sample(denoiser, diffusion, x_T, n, generator, LANGEVIN_STEPS,
+                                       clip_denoised=clip_denoised, progress=progress, **cond)
+    return solvers.pc_sample(denoiser, diffusion, x_T, n, generator, PC_CORRECTOR_STEPS,
+                             clip_denoised=clip_denoised, progress=progress, **cond)

@@ -1,0 +1,194 @@
+"""Fast ODE solvers and score-based samplers over a trained discrete-time model.
+
+All are plain functions of a denoiser, a :class:`GaussianDiffusion` and a generator,
+like :mod:`genlab.diffusion.samplers`. Two views of the same model are used:
+
+- **The sigma view** (Karras et al. 2022): with sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)
+  and y = x_t / sqrt(alpha_bar_t), the forward process is y = x_0 + sigma_t eps and the
+  probability-flow ODE is dy/dsigma = (y - D(y, sigma)) / sigma, D the x0-prediction.
+  Euler, Heun (Karras Alg. 1 without churn) and DPM-Solver++(2M) (Lu et al. 2022) step it
+  on the Karras grid sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) -
+  sigma_max^(1/rho)))^rho, rho = 7, each point rounded to the nearest trained timestep
+  (so the network is only asked about the t it was trained on), then sigma = 0.
+- **The score view** of the notes: score(x_t) = grad log q(x_t) = -eps / sqrt(1 - alpha_bar_t).
+  Annealed Langevin dynamics (Song & Ermon 2019) and the predictor-corrector sampler
+  (Song et al. 2021: a reverse-diffusion predictor and a Langevin corrector) use it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from genlab.diffusion.process import Denoiser, GaussianDiffusion, _extract
+from genlab.diffusion.samplers import GeneratorLike, _steps_iter, ddim_timesteps, randn
+from genlab.errors import ConfigError
+
+
+def sigmas(diffusion: GaussianDiffusion) -> torch.Tensor:
+    """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) for t = 0..T-1 (float64, increasing)."""
+    ab = diffusion.alpha_bar
+    return ((1 - ab) / ab).sqrt()
+
+
+def karras_timesteps(diffusion: GaussianDiffusion, steps: int, rho: float = 7.0) -> list[int]:
+    """``steps`` timesteps (descending) nearest in log-sigma to the Karras grid; fewer if two round alike."""
+    T = diffusion.num_timesteps
+    if not 1 <= steps <= T:
+        raise ConfigError(f"the number of sampling steps must lie in 1..{T}, not {steps}.")
+    s = sigmas(diffusion).numpy()
+    if steps == 1:
+        return [T - 1]
+    lo, hi = s[0] ** (1 / rho), s[-1] ** (1 / rho)
+    grid = (hi + np.linspace(0, 1, steps) * (lo - hi)) ** rho
+    idx = np.abs(np.log(s)[None, :] - np.log(grid)[:, None]).argmin(1)
+    return sorted({int(i) for i in idx}, reverse=True)
+
+
+class _SigmaDenoiser:
+    """D(y, t): the x0-prediction of the model at timestep ``t`` for y = x_t / sqrt(alpha_bar_t)."""
+
+    def __init__(self, denoiser: Denoiser, diffusion: GaussianDiffusion, clip: bool, cond: dict):
+        self.denoiser, self.diffusion, self.clip, self.cond = denoiser, diffusion, clip, cond
+
+    def __call__(self, y: torch.Tensor, t: int) -> torch.Tensor:
+        B = y.shape[0]
+        tt = torch.full((B,), t, dtype=torch.long, device=y.device)
+        x_t = y * _extract(self.diffusion.sqrt_alpha_bar, tt, y)
+        return self.diffusion.p_mean_variance(self.denoiser, x_t, tt, clip_denoised=self.clip, **self.cond)["pred_x0"]
+
+
+def _sigma_setup(denoiser, diffusion, x_T, steps, clip_denoised, cond):
+    ts = karras_timesteps(diffusion, steps)
+    sig = sigmas(diffusion)
+    levels = [float(sig[t]) for t in ts] + [0.0]
+    # x_T ~ N(0, I) is the VP prior; in the sigma view y_T = x_T / sqrt(alpha_bar_T) ~ N(0, 1 + sigma_max^2)
+    y = x_T / math.sqrt(float(diffusion.alpha_bar[ts[0]]))
+    return ts, levels, y, _SigmaDenoiser(denoiser, diffusion, clip_denoised, cond)
+
+
+@torch.no_grad()
+def euler_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, steps: int,
+                 clip_denoised: bool = True, progress: bool = False, **cond) -> torch.Tensor:
+    """Euler's method on the probability-flow ODE (Karras Alg. 1 with S_churn = 0); ``steps`` evaluations."""
+    ts, s, y, D = _sigma_setup(denoiser, diffusion, x_T, steps, clip_denoised, cond)
+    for k in _steps_iter(len(ts), progress, "euler"):
+        i = len(ts) - 1 - k
+        d = (y - D(y, ts[i])) / s[i]
+        y = y + (s[i + 1] - s[i]) * d
+    return y
+
+
+@torch.no_grad()
+def heun_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, steps: int,
+                clip_denoised: bool = True, progress: bool = False, **cond) -> torch.Tensor:
+    """Heun's 2nd-order method (Karras Alg. 1, S_churn = 0): 2 evaluations per step, 1 on the last."""
+    ts, s, y, D = _sigma_setup(denoiser, diffusion, x_T, steps, clip_denoised, cond)
+    for k in _steps_iter(len(ts), progress, "heun"):
+        i = len(ts) - 1 - k
+        d = (y - D(y, ts[i])) / s[i]
+        y_next = y + (s[i + 1] - s[i]) * d
+        if s[i + 1] > 0:  # the corrector; the last step to sigma = 0 stays Euler
+            d_next = (y_next - D(y_next, ts[i + 1])) / s[i + 1]
+            y_next = y + (s[i + 1] - s[i]) * (d + d_next) / 2
+        y = y_next
+    return y
+
+
+@torch.no_grad()
+def dpmpp_2m_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, steps: int,
+                    clip_denoised: bool = True, progress: bool = False, **cond) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): a multistep 2nd-order solver in lambda = -log sigma.
+
+    One evaluation per step: the previous x0-prediction gives the second-order term.
+    """
+    ts, s, y, D = _sigma_setup(denoiser, diffusion, x_T, steps, clip_denoised, cond)
+    old = None
+    for k in _steps_iter(len(ts), progress, "dpm++2m"):
+        i = len(ts) - 1 - k
+        x0 = D(y, ts[i])
+        if s[i + 1] == 0:
+            y = x0
+            break
+        h = math.log(s[i]) - math.log(s[i + 1])  # lambda_{i+1} - lambda_i > 0
+        if old is not None:
+            h_last = math.log(s[i - 1]) - math.log(s[i])
+            r = h_last / h
+            x0_d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * old
+        else:
+            x0_d = x0
+        y = (s[i + 1] / s[i]) * y - math.expm1(-h) * x0_d
+        old = x0
+    return y
+
+
+def score(denoiser: Denoiser, diffusion: GaussianDiffusion, x_t: torch.Tensor, t: torch.Tensor,
+          **cond) -> torch.Tensor:
+    """grad_x log q(x_t) = -eps_theta(x_t, t) / sqrt(1 - alpha_bar_t) (the notes' score view)."""
+    eps = diffusion.p_mean_variance(denoiser, x_t, t, clip_denoised=False, **cond)["eps"]
+    return -eps / _extract(diffusion.sqrt_one_minus_alpha_bar, t, x_t)
+
+
+def _langevin_step(denoiser, diffusion, x, t, generator, snr, alpha, cond):
+    """One Langevin step at timestep t with Song et al.'s signal-to-noise step size (per sample)."""
+    grad = score(denoiser, diffusion, x, t, **cond)
+    z = randn(x.shape, generator, x.device, x.dtype)
+    g = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+    n = z.flatten(1).norm(dim=1)
+    step = (2 * alpha * (snr * n / g) ** 2).view(-1, *([1] * (x.dim() - 1)))
+    return x + step * grad + (2 * step).sqrt() * z
+
+
+@torch.no_grad()
+def langevin_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, steps: int,
+                    generator: GeneratorLike = None, corrector_steps: int = 5, snr: float = 0.16,
+                    clip_denoised: bool = True, progress: bool = False, **cond) -> torch.Tensor:
+    """Annealed Langevin dynamics (Song & Ermon 2019) with the model's score at ``steps`` noise levels.
+
+    At each level t (high noise to low), ``corrector_steps`` updates
+    x <- x + e grad log q_t(x) + sqrt(2e) z, with e set from the signal-to-noise ratio ``snr``;
+    then the final sample is denoised once (x0-prediction at the lowest level).
+    ``steps * corrector_steps + 1`` evaluations.
+    """
+    ts = list(reversed(ddim_timesteps(diffusion.num_timesteps, steps)))
+    x = x_T
+    B = x.shape[0]
+    for k in _steps_iter(len(ts), progress, "langevin"):
+        t = torch.full((B,), ts[len(ts) - 1 - k], dtype=torch.long, device=x.device)
+        alpha = _extract(diffusion.alphas, t, x)
+        if k > 0:  # move to the next (lower) noise level's scale: x_t = sqrt(ab_t / ab_s) x_s keeps the signal
+            prev = torch.full_like(t, ts[len(ts) - k])
+            x = x * (_extract(diffusion.sqrt_alpha_bar, t, x) / _extract(diffusion.sqrt_alpha_bar, prev, x))
+        for _ in range(corrector_steps):
+            x = _langevin_step(denoiser, diffusion, x, t, generator, snr, alpha, cond)
+    t = torch.full((B,), ts[-1], dtype=torch.long, device=x.device)
+    return diffusion.p_mean_variance(denoiser, x, t, clip_denoised=clip_denoised, **cond)["pred_x0"]
+
+
+@torch.no_grad()
+def pc_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, steps: int,
+              generator: GeneratorLike = None, corrector_steps: int = 1, snr: float = 0.16,
+              clip_denoised: bool = True, progress: bool = False, **cond) -> torch.Tensor:
+    """Predictor-corrector (Song et al. 2021, Alg. 3 for the VP SDE) on ``steps`` respaced timesteps.
+
+    Predictor: one reverse-diffusion (ancestral) step of the respaced process. Corrector:
+    ``corrector_steps`` Langevin steps at the new timestep. ``steps * (1 + corrector_steps)``
+    evaluations, less the correctors after the last step.
+    """
+    keep = ddim_timesteps(diffusion.num_timesteps, steps)
+    proc = diffusion.respaced(keep)
+    x = x_T
+    B = x.shape[0]
+    for i in _steps_iter(proc.num_timesteps, progress, "pc"):
+        t = torch.full((B,), i, dtype=torch.long, device=x.device)
+        out = proc.p_mean_variance(denoiser, x, t, clip_denoised=clip_denoised, **cond)
+        x = out["mean"]
+        if i > 0:
+            x = x + torch.exp(0.5 * out["log_variance"]) * randn(x.shape, generator, x.device, x.dtype)
+            t_next = torch.full((B,), keep[i - 1], dtype=torch.long, device=x.device)
+            alpha = _extract(diffusion.alphas, t_next, x)
+            for _ in range(corrector_steps):
+                x = _langevin_step(denoiser, diffusion, x, t_next, generator, snr, alpha, cond)
+    return x
