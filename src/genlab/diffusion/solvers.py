@@ -137,7 +137,7 @@ def _langevin_step(denoiser, diffusion, x, t, generator, snr, alpha, cond):
     z = randn(x.shape, generator, x.device, x.dtype)
     g = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
     n = z.flatten(1).norm(dim=1)
-    step = (2 * alpha * (snr * n / g) ** 2).view(-1, *([1] * (x.dim() - 1)))
+    step = 2 * alpha * ((snr * n / g) ** 2).view(-1, *([1] * (x.dim() - 1)))
     return x + step * grad + (2 * step).sqrt() * z
 
 
