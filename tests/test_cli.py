@@ -81,6 +81,21 @@ def test_sampling_is_reproducible_whatever_the_batch_size(run_dir, tmp_path, cap
     assert code == 0 and (tmp_path / "anc.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("sampler,steps,nfe", [("ancestral", 4, 4), ("ddim", 4, 4), ("dpmpp-2m", 4, 4), ("euler", 4, 4),
+                                               ("heun", 4, 7), ("langevin", 4, 21), ("pc", 4, 7)])
+def test_every_sampler_runs_reproducibly_and_counts_its_evaluations(run_dir, tmp_path, capsys, sampler, steps, nfe):
+    """The network evaluations are counted with a hook; the stochastic samplers repeat with the seed."""
+    for name, bs in (("a", 5), ("b", 2)):
+        code, out, _ = run_cli(capsys, "sample", run_dir, "--n", "5", "--sampler", sampler, "--steps", steps, "--seed", "3",
+                               "--batch-size", bs, "--out", tmp_path / f"{name}.png", "--npz", tmp_path / f"{name}.npz",
+                               "--no-progress")
+        assert code == 0 and f"{nfe} network evaluations each" in out, out
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert np.array_equal(a["samples"], b["samples"])
+    protocol = json.loads(str(a["protocol"]))
+    assert protocol["sampler"] == sampler and protocol["nfe"] == nfe and protocol["steps"] == steps
+
+
 def test_config_file_then_flags(tmp_path, capsys):
     (tmp_path / "c.toml").write_text('[train]\nsteps = 3\nlr = 0.0005\n[diffusion]\nschedule = "cosine"\n')
     code, out, _ = run_cli(capsys, "train", *TINY, "--config", tmp_path / "c.toml", "--steps", "2", "--eval-bpd", "false",
@@ -112,7 +127,9 @@ def test_resume_continues_the_step_count(tmp_path, capsys):
     (["train", "--channels", "a,b"], ["--channels"]),
     (["train", "--loss", "hinge"], ["unknown loss"]),
     (["train", "--resume"], ["--resume needs --out"]),
-    (["sample", "--sampler", "euler", "."], ["unknown sampler 'euler'"]),
+    (["sample", "--sampler", "rk45", "."], ["unknown sampler 'rk45'"]),
+    (["sample", "--sampler", "heun", "--eta", "0.5", "."], ["--eta applies to the ddim sampler only"]),
+    (["sample", "--sampler", "euler", "--spacing", "quadratic", "."], ["--spacing applies to"]),
 ])
 def test_bad_options_give_one_sentence_and_status_2(argv, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

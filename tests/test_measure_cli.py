@@ -60,7 +60,7 @@ def test_eval_reads_samples_written_by_genlab_sample(run_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv,words", [
     (["--metrics", "fid,is"], ["unknown metric 'is'"]),
     (["--metrics", "fid", "--n", "1"], ["--n must be at least 2"]),
-    (["--metrics", "fid", "--sampler", "euler"], ["unknown sampler 'euler'"]),
+    (["--metrics", "fid", "--sampler", "rk45"], ["unknown sampler 'rk45'"]),
     (["--metrics", "fid", "--ref-split", "val"], ["unknown split 'val'"]),
     (["--metrics", "fid", "--samples", "missing.npz"], ["does not exist"]),
 ])

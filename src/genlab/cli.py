@@ -41,6 +41,19 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+SAMPLER_HELP = ("ancestral (default), ddim, dpmpp-2m (DPM-Solver++ 2M), euler, heun, langevin (annealed Langevin "
+                "dynamics) or pc (predictor-corrector)")
+
+
+def _add_step_flags(p) -> None:
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: all T for ancestral, 50 for ddim and euler, 20 for dpmpp-2m and heun "
+                        "(2 network evaluations per step), 100 noise levels of 5 Langevin steps for langevin, 100 for pc)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 like ancestral (default 0)")
+    p.add_argument("--spacing", default="uniform",
+                   help="timesteps of ancestral, ddim and pc: uniform (default) or quadratic (denser at low noise)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genlab", description="Train, sample and evaluate deep generative models.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -58,9 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="sample images from a run's EMA weights")
     s.add_argument("run", type=Path, help="run directory written by genlab train")
     s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    s.add_argument("--sampler", default="ancestral", help="ancestral (default) or ddim")
-    s.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T for ancestral, 50 for ddim)")
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 like ancestral (default 0)")
+    s.add_argument("--sampler", default="ancestral", help=SAMPLER_HELP)
+    _add_step_flags(s)
     s.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
     s.add_argument("--batch-size", type=int, default=256, help="images per network call (does not change the images)")
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write (default samples.png)")
@@ -86,9 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "error) instead of all T (default: all T)")
     g = e.add_argument_group("samples (fid, kid, pr)")
     g.add_argument("--n", type=int, default=10000, help="number of samples to draw (default 10000)")
-    g.add_argument("--sampler", default="ddim", help="ancestral or ddim (default ddim)")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T for ancestral, 50 for ddim)")
-    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
+    g.add_argument("--sampler", default="ddim", help=SAMPLER_HELP.replace("ancestral (default), ddim", "ancestral, ddim (default)"))
+    _add_step_flags(g)
     g.add_argument("--samples", type=Path, default=None, help="measure the samples in this .npz (genlab sample --npz) instead of sampling")
     g.add_argument("--save-samples", type=Path, default=None, help="also write the drawn samples to this .npz")
     g.add_argument("--ref-split", default="train", help="real split the samples are compared with (default train)")
@@ -271,7 +282,8 @@ def cmd_sample(args) -> int:
     if args.npz:
         _write_samples_npz(args.npz, x, cfg.data.levels, protocol)
     print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {args.sampler}"
-          f"{'' if args.steps is None else f', {args.steps} steps'}) in {protocol['sampling_seconds']:.1f}s -> {args.out}"
+          f", {protocol['steps']} steps, {protocol['nfe']:g} network evaluations each) in {protocol['sampling_seconds']:.1f}s "
+          f"-> {args.out}"
           + (f" and {args.npz}" if args.npz else ""))
     return 0
 
@@ -294,6 +306,12 @@ def _check_sampler(args) -> None:
         raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     if args.steps is not None and not 1 <= args.steps <= 10**6:
         raise ConfigError(f"--steps must be at least 1, not {args.steps}.")
+    if args.eta != 0 and args.sampler != "ddim":
+        raise ConfigError(f"--eta applies to the ddim sampler only, not to {args.sampler}; drop --eta.")
+    if args.spacing not in ("uniform", "quadratic"):
+        raise ConfigError(f"unknown --spacing {args.spacing!r}; choose uniform or quadratic.")
+    if args.spacing != "uniform" and args.sampler not in ("ancestral", "ddim", "pc"):
+        raise ConfigError(f"--spacing applies to ancestral, ddim and pc; {args.sampler} uses its own noise levels.")
 
 
 def _check_eval_args(args, metrics) -> None:
@@ -353,13 +371,14 @@ def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int,
         t0 = time.perf_counter()
         with _autocast(precision):
             x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                              batch_size=batch_size, progress=progress)
+                              spacing=args.spacing, batch_size=batch_size, progress=progress)
         seconds = time.perf_counter() - t0
     finally:
         hook.remove()
     nfe = rows / args.n
     steps = args.steps if args.steps is not None else (DEFAULT_STEPS[args.sampler] or cfg.diffusion.timesteps)
     return x, {"sampler": args.sampler, "steps": steps, "eta": args.eta if args.sampler == "ddim" else None,
+               "spacing": args.spacing if args.sampler in ("ancestral", "ddim", "pc") else None,
                "nfe": int(nfe) if nfe == int(nfe) else nfe,
                "seed": args.seed, "weights": args.weights, "step": step, "mixed_precision": precision,
                "sampling_seconds": seconds, "seconds_per_sample": seconds / args.n, "batch_size": batch_size,

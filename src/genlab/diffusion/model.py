@@ -86,7 +86,7 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, sampler: str = "ancestral", steps: int | None = None, eta: float = 0.0,
-               batch_size: int = 256, progress: bool = False, raw: bool = False) -> torch.Tensor:
+               batch_size: int = 256, progress: bool = False, raw: bool = False, spacing: str = "uniform") -> torch.Tensor:
         """``n`` samples as uint8 (values 0..levels-1), or floats in model space if ``raw``.
 
         Sample i depends only on (seed, i): the result does not change with ``batch_size``.
@@ -98,7 +98,7 @@ class DDPM(nn.Module):
             gens = per_sample_generators(seed, start, b)
             x_T = randn((b, *self.shape), gens, device)
             x0 = run_sampler(self.denoiser, self.diffusion, x_T, sampler=sampler, steps=steps, eta=eta,
-                             generator=gens, clip_denoised=self.levels > 0, progress=progress)
+                             generator=gens, clip_denoised=self.levels > 0, progress=progress, spacing=spacing)
             out.append(x0.float().cpu())
         x = torch.cat(out)
         return x if (raw or self.levels == 0) else from_model(x, self.levels)

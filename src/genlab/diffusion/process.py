@@ -126,9 +126,9 @@ class GaussianDiffusion:
         # q(x_{t-1} | x_t, x_0), DDPM eq. (6)-(7)
         self.posterior_variance = betas * (1.0 - self.alpha_bar_prev) / (1.0 - self.alpha_bar)
         # tilde(beta) is 0 at t = 0: clip the log to the next value, as improved-diffusion does
-        self.posterior_log_variance_clipped = torch.log(
-            torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
-        )
+        # (a one-step process, e.g. respaced to a single step, has no next value: use beta_0)
+        first = self.posterior_variance[1:2] if T > 1 else betas[:1]
+        self.posterior_log_variance_clipped = torch.log(torch.cat([first, self.posterior_variance[1:]]))
         self.posterior_mean_coef1 = betas * self.alpha_bar_prev.sqrt() / (1.0 - self.alpha_bar)
         self.posterior_mean_coef2 = (1.0 - self.alpha_bar_prev) * self.alphas.sqrt() / (1.0 - self.alpha_bar)
 

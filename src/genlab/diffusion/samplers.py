@@ -68,19 +68,33 @@ def ancestral_sample(
     return x
 
 
-def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
-    """``steps`` indices evenly spread over 0..T-1, always including T-1 and 0 (descending use)."""
+SPACINGS = ("uniform", "quadratic")
+
+
+def ddim_timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> list[int]:
+    """``steps`` timesteps (ascending) of 0..T-1 to sample on, always including T-1 (and 0 if steps > 1).
+
+    ``uniform``: evenly spread; ``quadratic``: t_i proportional to (i / (steps - 1))^2, denser at
+    low noise (DDIM, Song et al. 2021, Sec. D.2, without their 0.8 T cut-off). Two indices that round
+    alike are kept once, so fewer than ``steps`` can come back for quadratic spacing.
+    """
     if not 1 <= steps <= num_timesteps:
         raise ConfigError(f"the number of sampling steps must lie in 1..{num_timesteps}, not {steps}.")
-    return sorted({int(round(s)) for s in np.linspace(0, num_timesteps - 1, steps)})
+    if spacing not in SPACINGS:
+        raise ConfigError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}.")
+    if steps == 1:
+        return [num_timesteps - 1]
+    u = np.linspace(0, 1, steps)
+    return sorted({int(round(v)) for v in (u if spacing == "uniform" else u**2) * (num_timesteps - 1)})
 
 
 @torch.no_grad()
 def ddim_sample(
     denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, steps: int, eta: float = 0.0,
-    generator: GeneratorLike = None, clip_denoised: bool = True, progress: bool = False, **cond,
+    generator: GeneratorLike = None, clip_denoised: bool = True, progress: bool = False, spacing: str = "uniform",
+    **cond,
 ) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. (12)) on ``steps`` respaced timesteps.
+    """DDIM (Song et al. 2021, eq. (12)) on ``steps`` respaced timesteps (:func:`ddim_timesteps` ``spacing``).
 
     x_prev = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps_hat + sigma z,
     sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) (1 - alpha_bar / alpha_bar_prev)).
@@ -88,7 +102,7 @@ def ddim_sample(
     """
     if eta < 0:
         raise ConfigError(f"DDIM's eta must be >= 0, not {eta}.")
-    proc = diffusion.respaced(ddim_timesteps(diffusion.num_timesteps, steps))
+    proc = diffusion.respaced(ddim_timesteps(diffusion.num_timesteps, steps, spacing))
     x = x_T
     B = x.shape[0]
     for i in _steps_iter(proc.num_timesteps, progress, "ddim"):
@@ -104,19 +118,23 @@ def ddim_sample(
 
 
 SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "euler", "heun", "langevin", "pc")
-# steps when none are given (None: every timestep); DPM-Solver++ and Heun are good at 20
+# the recommended steps, used when none are given (None: every timestep). For Langevin, noise levels
+# (LANGEVIN_STEPS evaluations each); for Heun, steps of 2 evaluations. tests/test_solvers.py states how
+# close each comes to Gaussian data's moments at these settings.
 DEFAULT_STEPS = {"ancestral": None, "ddim": 50, "dpmpp-2m": 20, "euler": 50, "heun": 20, "langevin": 100, "pc": 100}
 LANGEVIN_STEPS = 5  # Langevin updates per noise level of the langevin sampler
 PC_CORRECTOR_STEPS = 1  # corrector updates per step of the pc sampler
+SPACED = ("ancestral", "ddim", "pc")  # samplers on respaced timesteps (``spacing`` applies); the rest use sigma grids
 
 
 def sample(
     denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, sampler: str = "ancestral",
     steps: int | None = None, eta: float = 0.0, generator: GeneratorLike = None, clip_denoised: bool = True,
-    progress: bool = False, **cond,
+    progress: bool = False, spacing: str = "uniform", **cond,
 ) -> torch.Tensor:
     """Dispatch to a named sampler (:data:`SAMPLERS`). ``steps=None``: the sampler's default
-    (:data:`DEFAULT_STEPS`; every timestep for ancestral)."""
+    (:data:`DEFAULT_STEPS`; every timestep for ancestral). ``eta`` is DDIM's; ``spacing``
+    (:func:`ddim_timesteps`) applies to the samplers in :data:`SPACED`."""
     from genlab.diffusion import solvers
 
     T = diffusion.num_timesteps
@@ -124,13 +142,14 @@ def sample(
         raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     if eta != 0 and sampler != "ddim":
         raise ConfigError(f"--eta applies to the ddim sampler only, not to {sampler}.")
-    n = steps or DEFAULT_STEPS[sampler] or T
+    if spacing != "uniform" and sampler not in SPACED:
+        raise ConfigError(f"--spacing applies to the {', '.join(SPACED)} samplers; {sampler} uses its own noise levels.")
+    n = steps if steps is not None else min(DEFAULT_STEPS[sampler] or T, T)
     if sampler == "ancestral":
-        proc = diffusion if n == T else diffusion.respaced(ddim_timesteps(T, n))
+        proc = diffusion if (n == T and spacing == "uniform") else diffusion.respaced(ddim_timesteps(T, n, spacing))
         return ancestral_sample(denoiser, proc, x_T, generator, clip_denoised, progress, **cond)
-    n = min(n, T) if steps is None else n
     if sampler == "ddim":
-        return ddim_sample(denoiser, diffusion, x_T, n, eta, generator, clip_denoised, progress, **cond)
+        return ddim_sample(denoiser, diffusion, x_T, n, eta, generator, clip_denoised, progress, spacing, **cond)
     ode = {"euler": solvers.euler_sample, "heun": solvers.heun_sample, "dpmpp-2m": solvers.dpmpp_2m_sample}
     if sampler in ode:
         return ode[sampler](denoiser, diffusion, x_T, n, clip_denoised, progress, **cond)
@@ -138,4 +157,4 @@ def sample(
         return solvers.langevin_sample(denoiser, diffusion, x_T, n, generator, LANGEVIN_STEPS,
                                        clip_denoised=clip_denoised, progress=progress, **cond)
     return solvers.pc_sample(denoiser, diffusion, x_T, n, generator, PC_CORRECTOR_STEPS,
-                             clip_denoised=clip_denoised, progress=progress, **cond)
+                             clip_denoised=clip_denoised, progress=progress, spacing=spacing, **cond)

@@ -33,16 +33,24 @@ def sigmas(diffusion: GaussianDiffusion) -> torch.Tensor:
     return ((1 - ab) / ab).sqrt()
 
 
-def karras_timesteps(diffusion: GaussianDiffusion, steps: int, rho: float = 7.0) -> list[int]:
-    """``steps`` timesteps (descending) nearest in log-sigma to the Karras grid; fewer if two round alike."""
+def karras_timesteps(diffusion: GaussianDiffusion, steps: int, rho: float | None = 7.0) -> list[int]:
+    """``steps`` timesteps (descending) nearest in log-sigma to the Karras grid; fewer if two round alike.
+
+    sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho (Karras et al.
+    2022, eq. (5)); ``rho=None`` is the limit rho -> infinity, a geometric grid (NCSN's noise levels).
+    """
     T = diffusion.num_timesteps
     if not 1 <= steps <= T:
         raise ConfigError(f"the number of sampling steps must lie in 1..{T}, not {steps}.")
     s = sigmas(diffusion).numpy()
     if steps == 1:
         return [T - 1]
-    lo, hi = s[0] ** (1 / rho), s[-1] ** (1 / rho)
-    grid = (hi + np.linspace(0, 1, steps) * (lo - hi)) ** rho
+    u = np.linspace(0, 1, steps)
+    if rho is None:
+        grid = np.exp(np.log(s[-1]) + u * (np.log(s[0]) - np.log(s[-1])))
+    else:
+        lo, hi = s[0] ** (1 / rho), s[-1] ** (1 / rho)
+        grid = (hi + u * (lo - hi)) ** rho
     idx = np.abs(np.log(s)[None, :] - np.log(grid)[:, None]).argmin(1)
     return sorted({int(i) for i in idx}, reverse=True)
 
@@ -131,13 +139,18 @@ def score(denoiser: Denoiser, diffusion: GaussianDiffusion, x_t: torch.Tensor, t
     return -eps / _extract(diffusion.sqrt_one_minus_alpha_bar, t, x_t)
 
 
-def _langevin_step(denoiser, diffusion, x, t, generator, snr, alpha, cond):
-    """One Langevin step at timestep t with Song et al.'s signal-to-noise step size (per sample)."""
+def _langevin_step(denoiser, diffusion, x, t, generator, snr, cond):
+    """One Langevin step x <- x + e score + sqrt(2 e) z at timestep t (``t`` a [B] tensor).
+
+    Step size e = 2 alpha_t (snr ||z|| / ||score||)^2, Song et al. (2021), Alg. 5, with the norms
+    taken per sample (over its dimensions) rather than averaged over the batch, so a sample does not
+    depend on the others in its batch. Since ||score|| ~ sqrt(D / Var[x_t]), e ~ 2 snr^2 Var[x_t]:
+    the step adapts to the current noise level (Song & Ermon's e_i proportional to sigma_i^2).
+    """
     grad = score(denoiser, diffusion, x, t, **cond)
     z = randn(x.shape, generator, x.device, x.dtype)
-    g = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-    n = z.flatten(1).norm(dim=1)
-    step = 2 * alpha * ((snr * n / g) ** 2).view(-1, *([1] * (x.dim() - 1)))
+    ratio = z.flatten(1).norm(dim=1) / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+    step = 2 * _extract(diffusion.alphas, t, x) * (snr * ratio).pow(2).view(-1, *([1] * (x.dim() - 1)))
     return x + step * grad + (2 * step).sqrt() * z
 
 
@@ -147,22 +160,21 @@ def langevin_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch
                     clip_denoised: bool = True, progress: bool = False, **cond) -> torch.Tensor:
     """Annealed Langevin dynamics (Song & Ermon 2019) with the model's score at ``steps`` noise levels.
 
-    At each level t (high noise to low), ``corrector_steps`` updates
-    x <- x + e grad log q_t(x) + sqrt(2e) z, with e set from the signal-to-noise ratio ``snr``;
-    then the final sample is denoised once (x0-prediction at the lowest level).
-    ``steps * corrector_steps + 1`` evaluations.
+    The levels are geometric in sigma (NCSN's), from sigma_max to sigma_min, rounded to trained
+    timesteps. At each level t, ``corrector_steps`` updates x <- x + e score(x, t) + sqrt(2 e) z
+    (step size from ``snr``, see :func:`_langevin_step`); x is carried unchanged from one level to the
+    next (at high noise all the VP marginals are close to N(0, I)). The last sample is denoised once
+    with the x0-prediction at the lowest level (Tweedie's formula). ``steps * corrector_steps + 1``
+    evaluations. Unadjusted Langevin is biased at a finite step (its stationary variance is about
+    1 + snr^2 times the target's): the reason the pc sampler pairs it with a predictor.
     """
-    ts = list(reversed(ddim_timesteps(diffusion.num_timesteps, steps)))
+    ts = karras_timesteps(diffusion, steps, rho=None)  # descending: ts[0] = T-1, the most noise
     x = x_T
     B = x.shape[0]
     for k in _steps_iter(len(ts), progress, "langevin"):
         t = torch.full((B,), ts[len(ts) - 1 - k], dtype=torch.long, device=x.device)
-        alpha = _extract(diffusion.alphas, t, x)
-        if k > 0:  # move to the next (lower) noise level's scale: x_t = sqrt(ab_t / ab_s) x_s keeps the signal
-            prev = torch.full_like(t, ts[len(ts) - k])
-            x = x * (_extract(diffusion.sqrt_alpha_bar, t, x) / _extract(diffusion.sqrt_alpha_bar, prev, x))
         for _ in range(corrector_steps):
-            x = _langevin_step(denoiser, diffusion, x, t, generator, snr, alpha, cond)
+            x = _langevin_step(denoiser, diffusion, x, t, generator, snr, cond)
     t = torch.full((B,), ts[-1], dtype=torch.long, device=x.device)
     return diffusion.p_mean_variance(denoiser, x, t, clip_denoised=clip_denoised, **cond)["pred_x0"]
 
@@ -170,14 +182,14 @@ def langevin_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch
 @torch.no_grad()
 def pc_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, steps: int,
               generator: GeneratorLike = None, corrector_steps: int = 1, snr: float = 0.16,
-              clip_denoised: bool = True, progress: bool = False, **cond) -> torch.Tensor:
+              clip_denoised: bool = True, progress: bool = False, spacing: str = "uniform", **cond) -> torch.Tensor:
     """Predictor-corrector (Song et al. 2021, Alg. 3 for the VP SDE) on ``steps`` respaced timesteps.
 
     Predictor: one reverse-diffusion (ancestral) step of the respaced process. Corrector:
     ``corrector_steps`` Langevin steps at the new timestep. ``steps * (1 + corrector_steps)``
     evaluations, less the correctors after the last step.
     """
-    keep = ddim_timesteps(diffusion.num_timesteps, steps)
+    keep = ddim_timesteps(diffusion.num_timesteps, steps, spacing)
     proc = diffusion.respaced(keep)
     x = x_T
     B = x.shape[0]
@@ -188,7 +200,6 @@ def pc_sample(denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tenso
         if i > 0:
             x = x + torch.exp(0.5 * out["log_variance"]) * randn(x.shape, generator, x.device, x.dtype)
             t_next = torch.full((B,), keep[i - 1], dtype=torch.long, device=x.device)
-            alpha = _extract(diffusion.alphas, t_next, x)
             for _ in range(corrector_steps):
-                x = _langevin_step(denoiser, diffusion, x, t_next, generator, snr, alpha, cond)
+                x = _langevin_step(denoiser, diffusion, x, t_next, generator, snr, cond)
     return x

@@ -38,16 +38,18 @@ def _records(run: Path) -> list[dict]:
 
 def _setting(r: dict) -> tuple:
     """What makes two quality evaluations the same row."""
-    return (r.get("samples_file") or "", r.get("sampler"), r.get("steps"), r.get("eta"), r.get("n"),
+    return (r.get("samples_file") or "", r.get("sampler"), r.get("steps"), r.get("eta"), r.get("spacing"), r.get("n"),
             r.get("weights"), r.get("ref_split"), r.get("step"))
 
 
 def _label(r: dict) -> str:
     if r.get("samples_file") and not r.get("sampler"):
         return Path(r["samples_file"]).name
-    name = {"ancestral": "ancestral", "ddim": "DDIM"}.get(r.get("sampler"), str(r.get("sampler")))
+    names = {"ddim": "DDIM", "dpmpp-2m": "DPM++2M", "euler": "Euler", "heun": "Heun", "langevin": "Langevin", "pc": "PC"}
+    name = names.get(r.get("sampler"), str(r.get("sampler")))
     eta = f" eta={r['eta']:g}" if r.get("eta") else ""
-    return f"{name} {r.get('steps')}{eta}"
+    spacing = f" {r['spacing']}" if r.get("spacing") not in (None, "uniform") else ""
+    return f"{name} {r.get('steps')}{eta}{spacing}"
 
 
 def collect_rows(runs: list[Path]) -> list[dict]:
