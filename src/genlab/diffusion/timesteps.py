@@ -48,8 +48,9 @@ class LossSecondMomentSampler(UniformSampler):
     Feed it the *unweighted* per-example losses with :meth:`update`.
 
     State (buffers, saved in checkpoints): ``loss_history`` float64 ``[T, history]``, oldest
-    first, and ``loss_counts`` long ``[T]``. Under several processes the losses a rank sees
-    are its own (improved-diffusion gathers them from all ranks first).
+    first, and ``loss_counts`` long ``[T]``. Under several processes DDP copies buffers from
+    rank 0 at each forward, so the history follows rank 0's losses (improved-diffusion
+    gathers them from all ranks first).
     """
 
     def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001):
