@@ -52,8 +52,13 @@ class DiffusionConfig:
     timesteps: int = _opt(1000, "--timesteps", "number of diffusion steps T")
     schedule: str = _opt("linear", "--schedule", "beta schedule: linear, cosine, quadratic, sigmoid")
     parameterization: str = _opt("eps", "--prediction", "what the network predicts: eps, x0, v")
-    variance: str = _opt("fixed_small", "--variance", "reverse variance: fixed_small (posterior beta-tilde) or fixed_large (beta)")
-    loss: str = _opt("simple", "--loss", "training loss: simple (L_simple) or vlb (the variational bound)")
+    variance: str = _opt("fixed_small", "--variance", "reverse variance: fixed_small (posterior beta-tilde), fixed_large (beta) or learned_range (learned between them; needs --loss hybrid or vlb)")
+    loss: str = _opt("simple", "--loss", "training loss: simple (L_simple), hybrid (L_simple + lambda L_vlb, for --variance learned_range) or vlb (the variational bound)")
+    # added with the training objectives; the defaults reproduce the runs made before them
+    vlb_weight: float = _opt(0.001, "--vlb-weight", "lambda of --loss hybrid: L_simple + lambda L_vlb (Nichol & Dhariwal use 0.001)")
+    timestep_sampler: str = _opt("uniform", "--timestep-sampler", "how training draws t: uniform, or loss-second-moment (importance sampling, p_t ~ sqrt(E[L_t^2]); meant for --loss vlb)")
+    weighting: str = _opt("none", "--weighting", "weight of L_simple over t: none, p2 (1/(1+SNR)^gamma) or min-snr (min(SNR, gamma)/SNR), as eps-prediction weights")
+    weighting_gamma: float | None = _opt(None, "--weighting-gamma", "gamma of --weighting (default: 1 for p2, 5 for min-snr)")
 
 
 @dataclass(frozen=True)
@@ -212,13 +217,32 @@ def resolve(data_name: str | None = None, file_overrides: dict | None = None, cl
 def validate(cfg: RunConfig) -> None:
     """Range-check settings that would otherwise fail deep inside training."""
     from genlab.diffusion import PARAMETERIZATIONS, SAMPLERS, SCHEDULES, VARIANCES
+    from genlab.diffusion.process import LOSSES, WEIGHTINGS
+    from genlab.diffusion.timesteps import TIMESTEP_SAMPLERS
 
     d, t, m = cfg.diffusion, cfg.train, cfg.model
     checks = [
         (d.schedule in SCHEDULES, f"unknown schedule {d.schedule!r}; choose one of {', '.join(SCHEDULES)}."),
         (d.parameterization in PARAMETERIZATIONS, f"unknown prediction {d.parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}."),
         (d.variance in VARIANCES, f"unknown variance {d.variance!r}; choose one of {', '.join(VARIANCES)}."),
-        (d.loss in ("simple", "vlb"), f"unknown loss {d.loss!r}; choose one of simple, vlb."),
+        (d.loss in LOSSES, f"unknown loss {d.loss!r}; choose one of {', '.join(LOSSES)}."),
+        (d.loss == "simple" or cfg.data.name != "toy2d",
+         f"--loss {d.loss} needs images with discrete levels, and toy2d is continuous; use --loss simple."),
+        (d.variance != "learned_range" or cfg.data.name != "toy2d",
+         "--variance learned_range is trained by the bound, which needs images with discrete levels, and toy2d is continuous; use --variance fixed_small or fixed_large."),
+        (d.loss != "hybrid" or d.variance == "learned_range",
+         "--loss hybrid trains a learned variance with the bound; add --variance learned_range, or use --loss simple."),
+        (d.variance != "learned_range" or d.loss != "simple",
+         "--variance learned_range is trained only by the variational bound; add --loss hybrid (or --loss vlb)."),
+        (d.weighting in WEIGHTINGS, f"unknown weighting {d.weighting!r}; choose one of {', '.join(WEIGHTINGS)}."),
+        (d.weighting == "none" or d.loss != "vlb",
+         f"--weighting {d.weighting} weights L_simple, which --loss vlb does not use; use --loss simple or hybrid, or --weighting none."),
+        (d.weighting_gamma is None or d.weighting_gamma >= 0, f"--weighting-gamma must be at least 0, not {d.weighting_gamma}."),
+        (d.weighting_gamma is None or d.weighting_gamma > 0 or d.weighting != "min-snr",
+         "--weighting-gamma must be positive for min-snr (min(SNR, 0) would zero the loss)."),
+        (d.vlb_weight > 0, f"--vlb-weight must be positive, not {d.vlb_weight}."),
+        (d.timestep_sampler in TIMESTEP_SAMPLERS,
+         f"unknown timestep sampler {d.timestep_sampler!r}; choose one of {', '.join(TIMESTEP_SAMPLERS)}."),
         (d.timesteps >= 2, f"--timesteps must be at least 2, not {d.timesteps}."),
         (t.steps >= 1, f"--steps must be at least 1, not {t.steps}."),
         (t.batch_size >= 1, f"--batch-size must be at least 1, not {t.batch_size}."),

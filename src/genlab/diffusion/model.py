@@ -17,6 +17,7 @@ from genlab.data.transforms import from_model, to_model
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, nats_to_bpd
 from genlab.diffusion.samplers import per_sample_generators, randn
 from genlab.diffusion.samplers import sample as run_sampler
+from genlab.diffusion.timesteps import make_timestep_sampler
 from genlab.errors import ConfigError
 from genlab.nets import TimeMLP, UNet
 from genlab.progress import progress_bar
@@ -25,7 +26,10 @@ from genlab.progress import progress_bar
 def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | None = None) -> nn.Module:
     """The denoising network described by ``cfg`` for data of ``shape`` (C, H, W)."""
     m = cfg.model
+    learned = cfg.diffusion.variance == "learned_range"
     if cfg.data.name == "toy2d":
+        if learned:
+            raise ConfigError("--variance learned_range needs images with discrete levels, and toy2d is continuous; use --variance fixed_small or fixed_large.")
         return TimeMLP(dim=shape[0], hidden=m.hidden, depth=m.depth, num_classes=num_classes)
     C, H, W = shape
     if H != W:
@@ -34,6 +38,7 @@ def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | No
         image_size=H, in_channels=C, channels=m.channels, num_res_blocks=m.num_res_blocks,
         attn_resolutions=m.attn_resolutions, dropout=m.dropout, num_classes=num_classes,
         norm_groups=m.norm_groups, head_dim=m.head_dim,
+        out_channels=2 * C if learned else None,  # mean and variance halves (improved-diffusion's learn_sigma)
     )
 
 
@@ -41,10 +46,14 @@ class DDPM(nn.Module):
     """Denoising diffusion probabilistic model (Ho et al. 2020) over data with ``levels`` grey levels.
 
     ``levels`` = 0 means continuous data (toy2d): no quantisation, no discretised decoder.
+    ``vlb_weight``, ``weighting`` and ``weighting_gamma`` shape the loss (see
+    :meth:`GaussianDiffusion.training_losses`); ``timestep_sampler`` names how t is drawn
+    (:mod:`genlab.diffusion.timesteps`; its state is a submodule, so checkpoints carry it).
     """
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, parameterization: str, loss: str,
-                 shape: tuple[int, ...], levels: int):
+                 shape: tuple[int, ...], levels: int, vlb_weight: float = 0.001, weighting: str = "none",
+                 weighting_gamma: float | None = None, timestep_sampler: str = "uniform"):
         super().__init__()
         self.net = net
         self.diffusion = diffusion
@@ -52,6 +61,8 @@ class DDPM(nn.Module):
         self.loss_type = loss
         self.shape = tuple(shape)
         self.levels = levels
+        self.vlb_weight, self.weighting, self.weighting_gamma = vlb_weight, weighting, weighting_gamma
+        self.timestep_sampler = make_timestep_sampler(timestep_sampler, diffusion.num_timesteps)
         self.preview_count = 64 if levels else 2000  # samples in a progress grid (images) or scatter plot (points)
 
     @classmethod
@@ -59,10 +70,11 @@ class DDPM(nn.Module):
         """Build from a resolved config whose ``data.shape`` and ``data.levels`` are filled in."""
         d = cfg.diffusion
         shape = tuple(cfg.data.shape)
-        if cfg.data.levels == 0 and d.loss == "vlb":
-            raise ConfigError(f"--loss vlb needs images with discrete levels, and {cfg.data.name} is continuous; use --loss simple.")
+        if cfg.data.levels == 0 and d.loss != "simple":
+            raise ConfigError(f"--loss {d.loss} needs images with discrete levels, and {cfg.data.name} is continuous; use --loss simple.")
         return cls(build_net(cfg, shape), GaussianDiffusion.from_schedule(d.schedule, d.timesteps, d.variance),
-                   d.parameterization, d.loss, shape, cfg.data.levels)
+                   d.parameterization, d.loss, shape, cfg.data.levels, vlb_weight=d.vlb_weight,
+                   weighting=d.weighting, weighting_gamma=d.weighting_gamma, timestep_sampler=d.timestep_sampler)
 
     @property
     def denoiser(self) -> Denoiser:
@@ -77,12 +89,23 @@ class DDPM(nn.Module):
         return self.losses(batch, generator)
 
     def losses(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Per-example training terms for a batch of data; t ~ U{0..T-1}, eps ~ N(0, I)."""
+        """Per-example training terms for a batch of data; t from the timestep sampler, eps ~ N(0, I).
+
+        With importance sampling of t, ``"loss"`` is weighted by 1 / (T p_t) (unbiased) and, in
+        training mode, the sampler's loss history is updated with the unweighted losses.
+        """
         x0 = self.to_model(batch)
         B = x0.shape[0]
-        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=generator).to(x0.device)
+        t, weights = self.timestep_sampler.sample(B, generator)
+        t, weights = t.to(x0.device), weights.to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        return self.diffusion.training_losses(self.denoiser, x0, t, noise, loss=self.loss_type, levels=self.levels or 256)
+        terms = self.diffusion.training_losses(self.denoiser, x0, t, noise, loss=self.loss_type, levels=self.levels or 256,
+                                               weighting=self.weighting, weighting_gamma=self.weighting_gamma,
+                                               vlb_weight=self.vlb_weight)
+        if self.training:
+            self.timestep_sampler.update(t, terms["loss"].detach())
+        terms["loss"] = terms["loss"] * weights
+        return terms
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, sampler: str = "ancestral", steps: int | None = None, eta: float = 0.0,

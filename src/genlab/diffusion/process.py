@@ -30,7 +30,13 @@ from genlab.diffusion.schedules import make_betas
 from genlab.errors import ConfigError
 
 PARAMETERIZATIONS = ("eps", "x0", "v")
-VARIANCES = ("fixed_small", "fixed_large")
+VARIANCES = ("fixed_small", "fixed_large", "learned_range")
+LOSSES = ("simple", "hybrid", "vlb")
+WEIGHTINGS = ("none", "p2", "min-snr")
+# gamma of each weighting when none is given: P2 (Choi et al. 2022) use gamma = 1 with k = 1;
+# min-SNR-gamma (Hang et al. 2023) recommend gamma = 5
+DEFAULT_WEIGHTING_GAMMA = {"none": 0.0, "p2": 1.0, "min-snr": 5.0}
+P2_K = 1.0
 
 
 @dataclass
@@ -102,8 +108,10 @@ class GaussianDiffusion:
 
     Args:
         betas: float64 array ``[T]`` of forward variances (see :mod:`schedules`).
-        variance: the fixed reverse variance, ``"fixed_small"`` (tilde(beta)_t, the
-            posterior variance) or ``"fixed_large"`` (beta_t); DDPM Sec. 3.2.
+        variance: the reverse variance Sigma_t: fixed to ``"fixed_small"`` (tilde(beta)_t,
+            the posterior variance) or ``"fixed_large"`` (beta_t), DDPM Sec. 3.2; or
+            ``"learned_range"``, learned between the two (Nichol & Dhariwal 2021, eq. (15)):
+            the network then outputs twice the data's channels, the second half being v.
         timestep_map: for a respaced process, the original-schedule index of each of
             its steps (passed to the network); identity otherwise.
     """
@@ -149,6 +157,49 @@ class GaussianDiffusion:
         ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
         return GaussianDiffusion((1.0 - ab / ab_prev).numpy(), self.variance, self.timestep_map[keep])
 
+    @property
+    def learns_variance(self) -> bool:
+        """Whether the network's output carries a variance (its second half of channels)."""
+        return self.variance == "learned_range"
+
+    def snr(self, t) -> torch.Tensor:
+        """Signal-to-noise ratio SNR_t = alpha_bar_t / (1 - alpha_bar_t), float64 ``[B]``."""
+        ab = self.alpha_bar.to(t.device)[t]
+        return ab / (1.0 - ab)
+
+    def loss_weight(self, t, parameterization: str, weighting: str = "none", gamma: float | None = None) -> torch.Tensor:
+        """lambda_t, the weight of L_simple at step t for a ``parameterization`` network, float64 ``[B]``.
+
+        Both weightings are defined on the eps-prediction loss || eps - eps_theta ||^2 and
+        carried over to the other targets through their implicit weights
+        (|| x0 - x0_theta ||^2 = || eps - eps_theta ||^2 / SNR and
+        || v - v_theta ||^2 = || eps - eps_theta ||^2 (SNR + 1) / SNR), so a weighting means
+        the same objective whatever the network predicts:
+
+        * ``"none"``: 1 (plain L_simple of whatever the network predicts; DDPM eq. (14)).
+        * ``"p2"``: 1 / (k + SNR_t)^gamma for eps (Choi et al. 2022, eq. (8), k = 1), times
+          SNR_t for x0 and SNR_t / (SNR_t + 1) for v. gamma = 0 is the eps-prediction L_simple.
+        * ``"min-snr"``: min(SNR_t, gamma) / SNR_t for eps, min(SNR_t, gamma) for x0 and
+          min(SNR_t, gamma) / (SNR_t + 1) for v (Hang et al. 2023, Sec. 3.4).
+
+        ``gamma`` None means the weighting's default (:data:`DEFAULT_WEIGHTING_GAMMA`).
+        """
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}.")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ConfigError(f"unknown parameterization {parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}.")
+        snr = self.snr(t)
+        if weighting == "none":
+            return torch.ones_like(snr)
+        gamma = DEFAULT_WEIGHTING_GAMMA[weighting] if gamma is None else float(gamma)
+        if weighting == "p2":
+            w_eps = (P2_K + snr) ** -gamma
+        else:
+            w_eps = torch.clamp(gamma / snr, max=1.0)  # min(SNR, gamma) / SNR without 0/0
+        # the eps-space weight seen by an x0 or v regression (see above)
+        implicit = {"eps": torch.ones_like(snr), "x0": snr, "v": snr / (snr + 1.0)}[parameterization]
+        return w_eps * implicit
+
     # ----- forward process -------------------------------------------------------------
     def q_mean_variance(self, x0, t):
         """Mean and variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I); DDPM eq. (4)."""
@@ -184,8 +235,23 @@ class GaussianDiffusion:
             return _extract(self.sqrt_alpha_bar, t, x0) * noise - _extract(self.sqrt_one_minus_alpha_bar, t, x0) * x0
         raise ConfigError(f"unknown parameterization {parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}.")
 
-    def model_variance(self, t, x):
-        """Fixed reverse variance and its log, broadcast to x; DDPM Sec. 3.2."""
+    def model_variance(self, t, x, v: torch.Tensor | None = None):
+        """Reverse variance Sigma_t and its log, broadcast to x; DDPM Sec. 3.2.
+
+        For ``learned_range``, ``v`` (shaped like x, in [-1, 1] at the optimum but not
+        clamped) is the network's variance output and, as in improved-diffusion's
+        ``LEARNED_RANGE``, log Sigma = frac log beta_t + (1 - frac) log tilde(beta)_t with
+        frac = (v + 1) / 2 (Nichol & Dhariwal 2021, eq. (15)); tilde(beta) is the clipped
+        posterior variance, so at t = 0 the lower end is tilde(beta)_1.
+        """
+        if self.variance == "learned_range":
+            if v is None:
+                raise ValueError("a learned variance needs the network's variance output v")
+            frac = (v + 1.0) / 2.0
+            max_log = _extract(torch.log(self.betas), t, x)
+            min_log = _extract(self.posterior_log_variance_clipped, t, x)
+            log_var = frac * max_log + (1.0 - frac) * min_log
+            return torch.exp(log_var), log_var
         if self.variance == "fixed_large":
             # beta_t, with beta_0 replaced by tilde(beta)_1 as in improved-diffusion so the
             # decoder's variance is not unduly wide
@@ -194,14 +260,27 @@ class GaussianDiffusion:
         return _extract(self.posterior_variance, t, x), _extract(self.posterior_log_variance_clipped, t, x)
 
     # ----- reverse process -------------------------------------------------------------
+    def split_output(self, raw: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean part, variance part v or None) of a network output; with a learned variance
+        the network outputs 2C channels (dim 1) and v is the second half (improved-diffusion)."""
+        if not self.learns_variance:
+            return raw, None
+        C = xt.shape[1]
+        if raw.shape[1] != 2 * C:
+            raise ValueError(f"a learned-variance network must output {2 * C} channels (mean and variance), not {raw.shape[1]}")
+        out, v = raw.split(C, dim=1)
+        return out, v
+
     def p_mean_variance(self, denoiser: Denoiser, xt, t, clip_denoised: bool = True, **cond):
         """Mean and variance of p_theta(x_{t-1} | x_t), with the network's x0 and eps.
 
         The mean is the posterior mean at the predicted x0 (DDPM eq. (11) for eps models),
         which for an eps model without clipping equals
-        1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps).
+        1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps). The variance is
+        :meth:`model_variance`: fixed, or from the network's second half of channels.
         """
-        out = denoiser(xt, self.timestep_map.to(xt.device)[t], **cond).to(xt.dtype)
+        raw = denoiser(xt, self.timestep_map.to(xt.device)[t], **cond).to(xt.dtype)
+        out, v = self.split_output(raw, xt)
         p = denoiser.parameterization
         if p == "eps":
             pred_x0 = self.predict_x0_from_eps(xt, t, out)
@@ -213,7 +292,7 @@ class GaussianDiffusion:
             pred_x0 = pred_x0.clamp(-1.0, 1.0)
         eps = out if (p == "eps" and not clip_denoised) else self.predict_eps_from_x0(xt, t, pred_x0)
         mean, _, _ = self.q_posterior_mean_variance(pred_x0, xt, t)
-        var, log_var = self.model_variance(t, xt)
+        var, log_var = self.model_variance(t, xt, v)
         return {"mean": mean, "variance": var, "log_variance": log_var, "pred_x0": pred_x0, "eps": eps}
 
     # ----- losses ------------------------------------------------------------------------
@@ -241,26 +320,53 @@ class GaussianDiffusion:
         mean, var = self.q_mean_variance(x0.double(), t)
         return normal_kl(mean, var.log(), torch.zeros_like(mean), torch.zeros_like(mean)).flatten(1).sum(1)
 
-    def training_losses(self, denoiser: Denoiser, x0, t, noise, loss: str = "simple", levels: int = 256, **cond):
-        """Per-example loss terms for a batch; ``loss`` is ``"simple"`` or ``"vlb"``.
+    def training_losses(self, denoiser: Denoiser, x0, t, noise, loss: str = "simple", levels: int = 256,
+                        weighting: str = "none", weighting_gamma: float | None = None, vlb_weight: float = 0.001,
+                        **cond):
+        """Per-example loss terms for a batch; ``loss`` is ``"simple"``, ``"hybrid"`` or ``"vlb"``.
 
-        * ``simple``: L_simple, DDPM eq. (14) / Algorithm 1: || target - net(x_t, t) ||^2,
-          averaged over dimensions (target = eps, x0 or v).
+        * ``simple``: L_simple, DDPM eq. (14) / Algorithm 1: lambda_t || target - net(x_t, t) ||^2,
+          averaged over dimensions (target = eps, x0 or v; lambda_t from :meth:`loss_weight`,
+          1 unless ``weighting`` says otherwise).
+        * ``hybrid``: L_simple + lambda L_vlb (Nichol & Dhariwal 2021, eq. (16)), for a learned
+          variance. L_vlb's term sees the network's mean output detached (a stop-gradient),
+          so the bound trains only the variance and L_simple alone trains the mean. As in
+          improved-diffusion's ``training_losses`` (``RESCALED_MSE``), the bound term is L_t
+          in *bits* per dimension times T / 1000 there, i.e. lambda T L_t with lambda = 0.001
+          here: ``vlb_weight`` is lambda.
         * ``vlb``: an unbiased estimate of the bound minus L_T: T * L_t per example, in nats
-          per dimension, with t uniform (the bound's terms share one network).
-        Returns a dict of ``[B]`` tensors; ``"loss"`` is what is optimised.
+          per dimension, with t uniform (the bound's terms share one network). Mean and
+          variance both get its gradient.
+
+        Returns a dict of ``[B]`` tensors; ``"loss"`` is what is optimised, ``"mse"`` the
+        unweighted L_simple and ``"vb"`` L_t in nats per dimension, where computed.
         """
+        if loss not in LOSSES:
+            raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}.")
         xt = self.q_sample(x0, t, noise)
-        if loss == "simple":
-            out = denoiser(xt, self.timestep_map.to(x0.device)[t], **cond)
-            target = self.target(denoiser.parameterization, x0, t, noise)
-            mse = (out.float() - target.float()).pow(2).flatten(1).mean(1)
-            return {"loss": mse, "mse": mse}
+        D = x0[0].numel()
         if loss == "vlb":
             terms, _ = self.vb_terms(denoiser, x0, xt, t, levels, clip_denoised=False, **cond)
-            per_dim = terms.float() / x0[0].numel()
+            per_dim = terms.float() / D
             return {"loss": self.num_timesteps * per_dim, "vb": per_dim}
-        raise ConfigError(f"unknown loss {loss!r}; choose one of simple, vlb.")
+        if loss == "hybrid" and not self.learns_variance:
+            raise ConfigError("--loss hybrid trains a learned variance with the bound; add --variance learned_range, or use --loss simple.")
+        raw = denoiser(xt, self.timestep_map.to(x0.device)[t], **cond)
+        out, v = self.split_output(raw, xt)
+        target = self.target(denoiser.parameterization, x0, t, noise)
+        mse = (out.float() - target.float()).pow(2).flatten(1).mean(1)
+        weight = self.loss_weight(t, denoiser.parameterization, weighting, weighting_gamma).float()
+        terms = {"loss": weight * mse, "mse": mse}
+        if loss == "hybrid":
+            # Nichol & Dhariwal Sec. 3.1: "we apply a stop-gradient to the mu_theta(x_t, t) output for
+            # the L_vlb term"; improved-diffusion builds frozen_out = cat([out.detach(), v])
+            frozen = torch.cat([out.detach(), v], dim=1)
+            frozen_denoiser = Denoiser(lambda *_args, **_cond: frozen, denoiser.parameterization)
+            vb, _ = self.vb_terms(frozen_denoiser, x0, xt, t, levels, clip_denoised=False)
+            per_dim = vb.float() / D
+            terms["vb"] = per_dim
+            terms["loss"] = terms["loss"] + vlb_weight * self.num_timesteps * per_dim / math.log(2.0)
+        return terms
 
     def bound_evaluations(self, t_samples: int | None = None) -> int:
         """Network evaluations per image of :meth:`variational_bound`: T, or K + 1 when stratified."""
