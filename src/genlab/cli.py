@@ -316,6 +316,9 @@ def cmd_sample(args) -> int:
     print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {args.sampler}"
           f"{'' if args.steps is None else f', {args.steps} steps'}) in {protocol['sampling_seconds']:.1f}s -> {args.out}"
           + (f" and {args.npz}" if args.npz else ""))
+    if conditioning["protocol"]:
+        c = conditioning["protocol"]
+        print(f"genlab: class {c['class']}, {c['guidance_type']} guidance {c['guidance']:g}")
     return 0
 
 
