@@ -324,8 +324,8 @@ def cmd_sample(args) -> int:
 
 def _require_family(cfg, run: Path, family: str) -> None:
     if cfg.family != family:
-        raise ConfigError(f"{run} is a {cfg.family} run; this command needs a {family} run "
-                          + ("(use it with genlab sample MODEL_RUN --classifier RUN)." if cfg.family == "classifier" else "."))
+        hint = " (use it with genlab sample MODEL_RUN --classifier RUN)" if cfg.family == "classifier" else ""
+        raise ConfigError(f"{run} is a {cfg.family} run; this command needs a {family} run{hint}.")
 
 
 def _sample_conditioning(args, cfg, family) -> dict:
