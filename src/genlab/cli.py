@@ -28,8 +28,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 continue
             default = f.default if f.default is not dataclasses.MISSING else None
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            switch = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}  # a bare flag means true
             group.add_argument(flag, dest=f"{section}.{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                               help=f"{f.metadata['help']} (default: {shown}, or the dataset's preset)")
+                               help=f"{f.metadata['help']} (default: {shown}, or the dataset's preset)", **switch)
 
 
 def _cli_overrides(args: argparse.Namespace) -> dict:
@@ -60,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a DDPM (default: on the bundled 8x8 digits, about 2 minutes on 2 CPU cores)",
-                       description="Train a denoising diffusion model and write a self-describing run directory.")
+                       description="Train a denoising diffusion model (or, with 'classifier', a noise-conditional "
+                                   "classifier for classifier guidance) and write a self-describing run directory.")
+    t.add_argument("family", nargs="?", choices=("ddpm", "classifier"), default=None,
+                   help="what to train: ddpm (default) or classifier, a noise-conditional classifier p(y | x_t, t) on "
+                        "the same noise schedule, for genlab sample --classifier")
     t.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<data>-<date>-<time>)")
     t.add_argument("--config", type=Path, default=None, help="JSON or TOML file of settings (same sections as config.json); flags override it")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint (same step, same data order)")
@@ -79,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npz", type=Path, default=None, help="also write the samples as uint8 arrays to this .npz")
     s.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
     s.add_argument("--mixed-precision", default=None, help="no (fp32) or bf16 (default: the run's training precision)")
+    s.add_argument("--class", dest="class_", default=None, metavar="C",
+                   help="class to sample, an integer, or 'all': sample i gets class i %% num_classes (the default for a "
+                        "class-conditional model or with --classifier)")
+    s.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance weight w of a class-conditional model, eps = (1+w) eps(x,y) - w eps(x); "
+                        "0 (default) is the plain conditional model. With --classifier: the classifier scale s (default 1)")
+    s.add_argument("--classifier", type=Path, default=None, metavar="RUN",
+                   help="guide with this noise-conditional classifier run (genlab train classifier), same data and schedule")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -192,6 +205,10 @@ def cmd_train(args) -> int:
         cfg = resolve(saved["data"]["name"], saved, {s: v for s, v in changes.items() if v})
     else:
         cfg = resolve(None, file_overrides, overrides)
+    if args.family is not None and args.family != cfg.family:
+        if args.resume:
+            raise ConfigError(f"{args.out} is a {cfg.family} run; resume it with genlab train {cfg.family} --resume.")
+        cfg = dataclasses.replace(cfg, family=args.family)
     run_dir = args.out or Path("runs") / f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if not args.resume and (run_dir / "config.json").exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out.")
@@ -204,8 +221,10 @@ def cmd_train(args) -> int:
         family = build_family(cfg)
     levels = cfg.data.levels
     reference = None if levels else _data_tensor(train)[:2000]
+    classifier = cfg.family == "classifier"
     trainer = Trainer(family, cfg, run_dir, _data_tensor(train),
-                      save_samples=lambda x, path: save_samples(x, path, levels, reference), progress=not args.no_progress)
+                      save_samples=None if classifier else lambda x, path: save_samples(x, path, levels, reference),
+                      progress=not args.no_progress, labels=train.labels if getattr(family, "uses_labels", False) else None)
     if args.resume:
         ckpt = latest_checkpoint(run_dir)
         trainer.load(ckpt)
@@ -219,6 +238,8 @@ def cmd_train(args) -> int:
           f"checkpoint {summary['checkpoint']}")
     if summary["grid"]:
         print(f"genlab: samples {summary['grid']}")
+    if classifier:
+        return _eval_classifier(cfg, trainer, run_dir, t0)
     test = None
     if cfg.train.eval_bpd and levels > 0:
         try:
@@ -233,6 +254,25 @@ def cmd_train(args) -> int:
               f"{result['diffusion_bpd']:.4f} + L_0 {result['decoder_bpd']:.4f}; {result['n']} images, EMA) "
               f"in {fmt_seconds(result['seconds'])}")
     print(f"genlab: done in {fmt_seconds(time.perf_counter() - t0)}; sample more with: genlab sample {run_dir}")
+    return 0
+
+
+def _eval_classifier(cfg, trainer, run_dir, t0) -> int:
+    """A classifier run's test accuracy (EMA weights) at t = 0 and at t ~ U{0..T-1}, logged and printed."""
+    from genlab.training.trainer import fmt_seconds
+
+    try:
+        test = _load_data(cfg, "test")
+    except GenlabError as e:
+        print(f"genlab: no test accuracy: {e}")
+    else:
+        n = cfg.train.eval_limit or len(test)
+        result = trainer.ema.model.accuracy(test.images[:n], test.labels[:n], seed=cfg.train.seed)
+        trainer.log({"event": "eval", "step": trainer.step, "split": "test", "weights": "ema", **result})
+        print(f"genlab: test accuracy {result['accuracy']:.4f} on x_t with t ~ U{{0..{cfg.diffusion.timesteps - 1}}}, "
+              f"{result['accuracy_t0']:.4f} at t = 0 ({result['n']} images, EMA)")
+    print(f"genlab: done in {fmt_seconds(time.perf_counter() - t0)}; guide a model with: "
+          f"genlab sample RUN --classifier {run_dir} --guidance 1")
     return 0
 
 
@@ -280,15 +320,72 @@ def cmd_sample(args) -> int:
         raise ConfigError("--n and --batch-size must be at least 1.")
     _check_sampler(args)
     cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
-    x, protocol = _draw_samples(args, cfg, family, step, _precision(args, cfg), args.batch_size, not args.no_progress)
+    _require_family(cfg, args.run, "ddpm")
+    conditioning = _sample_conditioning(args, cfg, family)
+    x, protocol = _draw_samples(args, cfg, family, step, _precision(args, cfg), args.batch_size, not args.no_progress,
+                                conditioning=conditioning)
     save_samples(x, args.out, cfg.data.levels)
     if args.npz:
-        _write_samples_npz(args.npz, x, cfg.data.levels, protocol)
+        _write_samples_npz(args.npz, x, cfg.data.levels, protocol, labels=conditioning.get("labels"))
     print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {args.sampler}"
           f", {protocol['steps']} steps, {protocol['nfe']:g} network evaluations each) in {protocol['sampling_seconds']:.1f}s "
           f"-> {args.out}"
           + (f" and {args.npz}" if args.npz else ""))
+    if conditioning["protocol"]:
+        c = conditioning["protocol"]
+        print(f"genlab: class {c['class']}, {c['guidance_type']} guidance {c['guidance']:g}")
     return 0
+
+
+def _require_family(cfg, run: Path, family: str) -> None:
+    if cfg.family != family:
+        hint = " (use it with genlab sample MODEL_RUN --classifier RUN)" if cfg.family == "classifier" else ""
+        raise ConfigError(f"{run} is a {cfg.family} run; this command needs a {family} run{hint}.")
+
+
+def _sample_conditioning(args, cfg, family) -> dict:
+    """The ``family.sample`` keywords for --class, --guidance and --classifier, checked.
+
+    Returns a dict with ``labels`` ([n] int64 or None), ``guidance`` and ``classifier``
+    (keywords of :meth:`DDPM.sample`) and ``protocol`` (what to record with the samples).
+    """
+    import torch
+
+    from genlab.run import load_classifier
+
+    classifier = None
+    if args.classifier is not None:
+        _, clf = load_classifier(args.classifier, cfg, weights="ema")
+        classifier = clf.net
+    conditional = bool(getattr(family, "num_classes", 0))
+    if not conditional and classifier is None:
+        if args.class_ is not None:
+            raise ConfigError(f"{args.run} is an unconditional model, so --class needs a classifier to guide it; "
+                              "pass --classifier RUN (genlab train classifier) or train with --class-conditional.")
+        if args.guidance is not None:
+            raise ConfigError(f"{args.run} is an unconditional model, so --guidance needs --classifier RUN or a model "
+                              "trained with --class-conditional.")
+        return {"labels": None, "guidance": None, "classifier": None, "protocol": {}}
+    num_classes = cfg.data.num_classes
+    labels = _parse_class(args.class_, args.n, num_classes)
+    guidance = args.guidance if args.guidance is not None else (1.0 if classifier is not None else 0.0)
+    protocol = {"class": "all" if args.class_ in (None, "all") else int(args.class_), "guidance": guidance,
+                "guidance_type": "classifier" if classifier is not None else "classifier-free",
+                "classifier": str(args.classifier) if classifier is not None else None}
+    return {"labels": torch.as_tensor(labels), "guidance": guidance, "classifier": classifier, "protocol": protocol}
+
+
+def _parse_class(text: str | None, n: int, num_classes: int) -> list[int]:
+    """--class C: every sample of class C; 'all' or none: sample i gets class i % num_classes."""
+    if text is None or text == "all":
+        return [i % num_classes for i in range(n)]
+    try:
+        c = int(text)
+    except ValueError:
+        raise ConfigError(f"--class must be an integer class or 'all', not {text!r}.") from None
+    if not 0 <= c < num_classes:
+        raise ConfigError(f"--class {c} does not exist; choose a class in 0..{num_classes - 1} or 'all'.")
+    return [c] * n
 
 
 def _parse_metrics(text: str) -> tuple[str, ...]:
@@ -356,7 +453,8 @@ def _read_samples_npz(path: Path, cfg) -> tuple:
     return torch.from_numpy(samples), labels, protocol
 
 
-def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int, progress: bool) -> tuple:
+def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int, progress: bool,
+                  conditioning: dict | None = None) -> tuple:
     """(``args.n`` uint8 samples, their protocol: sampler settings, weights and the timed speed).
 
     Network evaluations per sample are counted with a forward hook, not predicted from the settings.
@@ -375,8 +473,9 @@ def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int,
     try:
         t0 = time.perf_counter()
         with _autocast(precision):
+            cond = {k: v for k, v in (conditioning or {}).items() if k != "protocol"}
             x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                              spacing=args.spacing, batch_size=batch_size, progress=progress)
+                              spacing=args.spacing, batch_size=batch_size, progress=progress, **cond)
         seconds = time.perf_counter() - t0
     finally:
         hook.remove()
@@ -387,17 +486,19 @@ def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int,
                "nfe": int(nfe) if nfe == int(nfe) else nfe,
                "seed": args.seed, "weights": args.weights, "step": step, "mixed_precision": precision,
                "sampling_seconds": seconds, "seconds_per_sample": seconds / args.n, "batch_size": batch_size,
-               "threads": torch.get_num_threads()}
+               "threads": torch.get_num_threads(), **(conditioning or {}).get("protocol", {})}
 
 
-def _write_samples_npz(path: Path, x, levels: int, protocol: dict) -> None:
+def _write_samples_npz(path: Path, x, levels: int, protocol: dict, labels=None) -> None:
     import numpy as np
 
     from genlab.io import atomic_write
 
+    extra = {} if labels is None else {"labels": labels.numpy().astype(np.int64)}  # the classes asked for
+
     def write(tmp):
         with open(tmp, "wb") as f:
-            np.savez(f, samples=x.numpy(), levels=np.array(levels), protocol=np.array(json.dumps(protocol)))
+            np.savez(f, samples=x.numpy(), levels=np.array(levels), protocol=np.array(json.dumps(protocol)), **extra)
 
     atomic_write(path, write)
 
@@ -409,6 +510,7 @@ def cmd_eval(args) -> int:
     _check_eval_args(args, metrics)
     quality = tuple(m for m in metrics if m not in ("bpd", "bpd-ode"))
     cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
+    _require_family(cfg, args.run, "ddpm")
     if cfg.data.levels == 0:
         raise ConfigError(f"{cfg.data.name} is continuous data: bpd, FID, KID and precision/recall need images with discrete levels.")
     fnet = None

@@ -45,6 +45,9 @@ class ModelConfig:
     head_dim: int = _opt(32, "--head-dim", "channels per attention head")
     hidden: int = _opt(128, "--hidden", "hidden width of the MLP used for toy2d")
     depth: int = _opt(3, "--depth", "residual layers of the MLP used for toy2d")
+    # class conditioning (Ho & Salimans 2021): a label embedding added to the time embedding
+    class_conditional: bool = _opt(False, "--class-conditional", "train a class-conditional model on the dataset's labels (true/false; a bare flag means true)")
+    cond_drop_prob: float = _opt(0.1, "--cond-drop", "probability that a training label is replaced by the null label, so one network also learns p(x) for classifier-free guidance")
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,7 @@ def validate(cfg: RunConfig) -> None:
         (0 <= t.ema_decay < 1, f"--ema-decay must lie in [0, 1), not {t.ema_decay}."),
         (len(m.channels) >= 1 and all(c > 0 for c in m.channels), f"--channels needs at least one positive width, not {m.channels}."),
         (0 <= m.dropout < 1, f"--dropout must lie in [0, 1), not {m.dropout}."),
+        (0 <= m.cond_drop_prob <= 1, f"--cond-drop must lie in [0, 1], not {m.cond_drop_prob}."),
     ]
     for ok, message in checks:
         if not ok:

@@ -46,7 +46,11 @@ def build_family(cfg: RunConfig) -> torch.nn.Module:
         from genlab.diffusion.model import DDPM
 
         return DDPM.from_config(cfg)
-    raise RunError(f"unknown model family {cfg.family!r} in config.json; this genlab knows: ddpm.")
+    if cfg.family == "classifier":
+        from genlab.diffusion.guidance import NoisyClassifier
+
+        return NoisyClassifier.from_config(cfg)
+    raise RunError(f"unknown model family {cfg.family!r} in config.json; this genlab knows: ddpm, classifier.")
 
 
 def load_run(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path | None = None):
@@ -60,3 +64,26 @@ def load_run(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path |
     tensors, meta = load_checkpoint(path, prefix=f"{weights}.")
     load_into(family, tensors, f"{weights}.", path)
     return cfg, family.eval().requires_grad_(False), path, int(meta.get("step", 0))
+
+
+def load_classifier(run_dir: str | Path, model_cfg: RunConfig, weights: str = "ema"):
+    """The EMA classifier of a ``genlab train classifier`` run, checked against the model it will guide.
+
+    Returns (config, :class:`NoisyClassifier` in eval mode). The classifier must have been
+    trained on the same data and the same noise schedule (T and beta schedule) as the model:
+    it is called with the model's x_t and timestep index.
+    """
+    from genlab.errors import ConfigError
+
+    cfg = read_run_config(run_dir)
+    if cfg.family != "classifier":
+        raise ConfigError(f"{run_dir} is a {cfg.family} run, not a classifier; pass a run written by genlab train classifier.")
+    md, cd = model_cfg.diffusion, cfg.diffusion
+    if cfg.data.name != model_cfg.data.name or tuple(cfg.data.shape) != tuple(model_cfg.data.shape):
+        raise ConfigError(f"the classifier {run_dir} was trained on {cfg.data.name} but the model on {model_cfg.data.name}; "
+                          f"train a classifier with --data {model_cfg.data.name}.")
+    if (cd.timesteps, cd.schedule) != (md.timesteps, md.schedule):
+        raise ConfigError(f"the classifier {run_dir} was trained on the {cd.schedule} schedule with T={cd.timesteps} but the model "
+                          f"uses {md.schedule} with T={md.timesteps}; train it with --timesteps {md.timesteps} --schedule {md.schedule}.")
+    _, family, _, _ = load_run(run_dir, weights=weights)
+    return cfg, family

@@ -24,9 +24,15 @@ from genlab.progress import progress_bar
 
 
 def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | None = None) -> nn.Module:
-    """The denoising network described by ``cfg`` for data of ``shape`` (C, H, W)."""
+    """The denoising network described by ``cfg`` for data of ``shape`` (C, H, W).
+
+    A class-conditional model (``cfg.model.class_conditional``) gets ``cfg.data.num_classes``
+    labels plus the null label ``num_classes`` (the label embedding is added to the time embedding).
+    """
     m = cfg.model
     learned = cfg.diffusion.variance == "learned_range"
+    if num_classes is None and m.class_conditional:
+        num_classes = cfg.data.num_classes
     if cfg.data.name == "toy2d":
         if learned:
             raise ConfigError("--variance learned_range needs images with discrete levels, and toy2d is continuous; use --variance fixed_small or fixed_large.")
@@ -49,11 +55,16 @@ class DDPM(nn.Module):
     ``vlb_weight``, ``weighting`` and ``weighting_gamma`` shape the loss (see
     :meth:`GaussianDiffusion.training_losses`); ``timestep_sampler`` names how t is drawn
     (:mod:`genlab.diffusion.timesteps`; its state is a submodule, so checkpoints carry it).
+    ``num_classes`` > 0 makes it class-conditional (the net takes ``y``, with ``num_classes``
+    as the null label); during training each label is replaced by the null label with
+    probability ``cond_drop_prob``, so the same network learns p(x | y) and p(x), which is
+    what classifier-free guidance needs (Ho & Salimans 2021, Algorithm 1).
     """
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, parameterization: str, loss: str,
                  shape: tuple[int, ...], levels: int, vlb_weight: float = 0.001, weighting: str = "none",
-                 weighting_gamma: float | None = None, timestep_sampler: str = "uniform"):
+                 weighting_gamma: float | None = None, timestep_sampler: str = "uniform", num_classes: int = 0,
+                 cond_drop_prob: float = 0.0):
         super().__init__()
         self.net = net
         self.diffusion = diffusion
@@ -64,6 +75,13 @@ class DDPM(nn.Module):
         self.vlb_weight, self.weighting, self.weighting_gamma = vlb_weight, weighting, weighting_gamma
         self.timestep_sampler = make_timestep_sampler(timestep_sampler, diffusion.num_timesteps)
         self.preview_count = 64 if levels else 2000  # samples in a progress grid (images) or scatter plot (points)
+        self.num_classes = num_classes
+        self.cond_drop_prob = cond_drop_prob
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether the Trainer should pass the data's labels to :meth:`forward`."""
+        return self.num_classes > 0
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "DDPM":
@@ -72,9 +90,15 @@ class DDPM(nn.Module):
         shape = tuple(cfg.data.shape)
         if cfg.data.levels == 0 and d.loss != "simple":
             raise ConfigError(f"--loss {d.loss} needs images with discrete levels, and {cfg.data.name} is continuous; use --loss simple.")
+        num_classes = 0
+        if cfg.model.class_conditional:
+            num_classes = cfg.data.num_classes
+            if num_classes < 1:
+                raise ConfigError(f"--class-conditional needs labelled data, and {cfg.data.name} has no classes; drop --class-conditional.")
         return cls(build_net(cfg, shape), GaussianDiffusion.from_schedule(d.schedule, d.timesteps, d.variance),
                    d.parameterization, d.loss, shape, cfg.data.levels, vlb_weight=d.vlb_weight,
-                   weighting=d.weighting, weighting_gamma=d.weighting_gamma, timestep_sampler=d.timestep_sampler)
+                   weighting=d.weighting, weighting_gamma=d.weighting_gamma, timestep_sampler=d.timestep_sampler,
+                   num_classes=num_classes, cond_drop_prob=cfg.model.cond_drop_prob)
 
     @property
     def denoiser(self) -> Denoiser:
@@ -84,47 +108,103 @@ class DDPM(nn.Module):
         """uint8 images (or float points) -> model space [-1, 1]."""
         return batch.float() if self.levels == 0 else to_model(batch, self.levels)
 
-    def forward(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def forward(self, batch: torch.Tensor, generator: torch.Generator,
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """What the Trainer calls (so a DDP wrapper sees the forward pass): :meth:`losses`."""
-        return self.losses(batch, generator)
+        return self.losses(batch, generator, labels)
 
-    def losses(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def losses(self, batch: torch.Tensor, generator: torch.Generator,
+               labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-example training terms for a batch of data; t from the timestep sampler, eps ~ N(0, I).
 
         With importance sampling of t, ``"loss"`` is weighted by 1 / (T p_t) (unbiased) and, in
         training mode, the sampler's loss history is updated with the unweighted losses.
+        A class-conditional model takes the batch's ``labels`` [B]; each is replaced by the null
+        label with probability ``cond_drop_prob`` (drawn from ``generator``, after t and eps, so
+        an unconditional model's random stream is unchanged). ``labels=None`` trains the null
+        label only. An unconditional model ignores ``labels``.
         """
         x0 = self.to_model(batch)
         B = x0.shape[0]
         t, weights = self.timestep_sampler.sample(B, generator)
         t, weights = t.to(x0.device), weights.to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        cond = {}
+        if self.num_classes:
+            cond["y"] = self.drop_labels(labels, B, generator).to(x0.device)
         terms = self.diffusion.training_losses(self.denoiser, x0, t, noise, loss=self.loss_type, levels=self.levels or 256,
                                                weighting=self.weighting, weighting_gamma=self.weighting_gamma,
-                                               vlb_weight=self.vlb_weight)
+                                               vlb_weight=self.vlb_weight, **cond)
         if self.training:
             self.timestep_sampler.update(t, terms["loss"].detach())
         terms["loss"] = terms["loss"] * weights
         return terms
 
+    def drop_labels(self, labels: torch.Tensor | None, B: int, generator: torch.Generator) -> torch.Tensor:
+        """Labels [B] with each replaced by the null label ``num_classes`` with probability ``cond_drop_prob``."""
+        null = torch.full((B,), self.num_classes, dtype=torch.long)
+        if labels is None:
+            return null
+        drop = torch.rand(B, generator=generator) < self.cond_drop_prob
+        return torch.where(drop, null, labels.detach().cpu().long())
+
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, sampler: str = "ancestral", steps: int | None = None, eta: float = 0.0,
-               batch_size: int = 256, progress: bool = False, raw: bool = False, spacing: str = "uniform") -> torch.Tensor:
+               batch_size: int = 256, progress: bool = False, raw: bool = False, labels: torch.Tensor | None = None,
+               guidance: float | None = None, classifier: nn.Module | None = None,
+               spacing: str = "uniform") -> torch.Tensor:
         """``n`` samples as uint8 (values 0..levels-1), or floats in model space if ``raw``.
 
-        Sample i depends only on (seed, i): the result does not change with ``batch_size``.
+        Sample i depends only on (seed, i) (and its label): the result does not change with
+        ``batch_size``.
+
+        Conditioning (see :mod:`genlab.diffusion.guidance`): ``labels`` [n] are the classes
+        asked for; for a class-conditional model or with a ``classifier`` they default to
+        cycling the classes (sample i gets class i % num_classes). ``guidance`` is the
+        classifier-free guidance weight w of a class-conditional model (eps = (1 + w) eps(x, y)
+        - w eps(x, null); None or 0: the plain conditional model), or, with a noise-conditional
+        ``classifier`` (a net (x_t, t) -> logits trained on this schedule), the classifier
+        scale s (default 1).
         """
+        denoiser, labels = self.guided_denoiser(n, labels, guidance, classifier)
         device = next(self.net.parameters()).device
         out = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             gens = per_sample_generators(seed, start, b)
             x_T = randn((b, *self.shape), gens, device)
-            x0 = run_sampler(self.denoiser, self.diffusion, x_T, sampler=sampler, steps=steps, eta=eta,
-                             generator=gens, clip_denoised=self.levels > 0, progress=progress, spacing=spacing)
+            cond = {} if labels is None else {"y": labels[start : start + b].to(device)}
+            x0 = run_sampler(denoiser, self.diffusion, x_T, sampler=sampler, steps=steps, eta=eta,
+                             generator=gens, clip_denoised=self.levels > 0, progress=progress, spacing=spacing, **cond)
             out.append(x0.float().cpu())
         x = torch.cat(out)
         return x if (raw or self.levels == 0) else from_model(x, self.levels)
+
+    def guided_denoiser(self, n: int, labels: torch.Tensor | None, guidance: float | None,
+                        classifier: nn.Module | None) -> tuple[Denoiser, torch.Tensor | None]:
+        """The denoiser to sample with and the labels [n] (or None), checked; see :meth:`sample`."""
+        from genlab.diffusion.guidance import classifier_free_guidance, classifier_guidance
+
+        num_classes = self.num_classes or getattr(classifier, "num_classes", 0)
+        if not num_classes:
+            if labels is not None or guidance is not None:
+                raise ConfigError("this model is unconditional: a class or guidance needs a class-conditional model "
+                                  "(train with --class-conditional) or a classifier (--classifier RUN).")
+            return self.denoiser, None
+        if labels is None:
+            labels = torch.arange(n) % num_classes
+        labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+        if labels.shape != (n,):
+            raise ConfigError(f"{n} samples need {n} labels, not {tuple(labels.shape)}.")
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if bad.numel():
+            raise ConfigError(f"class {int(bad[0])} does not exist; choose a class in 0..{num_classes - 1}.")
+        if classifier is not None:
+            scale = 1.0 if guidance is None else float(guidance)
+            return classifier_guidance(self.denoiser, self.diffusion, classifier, scale), labels
+        if guidance:  # w = 0 is the plain conditional model: skip the unconditional pass
+            return classifier_free_guidance(self.denoiser, float(guidance), null_label=self.num_classes), labels
+        return self.denoiser, labels
 
     @torch.no_grad()
     def bits_per_dim(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, max_batch: int = 512,
@@ -135,7 +215,8 @@ class DDPM(nn.Module):
         estimate (see :meth:`GaussianDiffusion.variational_bound`). Returns ``bpd``,
         ``prior_bpd`` (L_T), ``diffusion_bpd`` (the sum of the L_{t-1} terms, t = 2..T in the
         paper's indexing), ``decoder_bpd`` (L_0), ``bpd_se`` (standard error of the mean
-        over images), ``n`` and ``t_samples`` (None: exact sum over t).
+        over images), ``n`` and ``t_samples`` (None: exact sum over t). A class-conditional
+        model is measured with the null label, i.e. as the unconditional model p(x) it also learnt.
         """
         if self.levels == 0:
             raise ValueError("bits/dim needs discrete data")

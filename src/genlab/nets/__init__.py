@@ -1,6 +1,7 @@
-"""Networks: the diffusion U-Net and a time-conditioned MLP for 2-D data."""
+"""Networks: the diffusion U-Net, a time-conditioned MLP for 2-D data, a noise-conditional classifier."""
 
+from genlab.nets.classifier import EncoderClassifier
 from genlab.nets.mlp import TimeMLP
 from genlab.nets.unet import UNet, timestep_embedding
 
-__all__ = ["TimeMLP", "UNet", "timestep_embedding"]
+__all__ = ["EncoderClassifier", "TimeMLP", "UNet", "timestep_embedding"]

@@ -1,7 +1,10 @@
 """The one training loop, for every family.
 
 A family is an ``nn.Module`` whose ``forward(batch, generator)`` returns a dict of
-per-example loss terms (``"loss"`` is optimised) and which has ``sample(n, seed=...)``.
+per-example loss terms (``"loss"`` is optimised) and which has ``sample(n, seed=...)``
+(only needed when sample grids are written). Given ``labels``, the Trainer calls
+``forward(batch, generator, labels=...)`` with the batch's labels (class-conditional
+models, classifiers).
 The Trainer owns everything else: AdamW with warm-up, gradient clipping, EMA,
 mixed precision and devices (through Accelerate), checkpoints, ``metrics.jsonl``,
 sample grids and the progress bar.
@@ -55,14 +58,19 @@ class Trainer:
         data: training examples, uint8 images ``[N, C, H, W]`` or float points ``[N, D]``.
         save_samples: ``(samples, path)`` -> writes a grid or plot of ``family.sample`` output.
         progress: show a tqdm progress bar.
+        labels: int64 labels ``[N]`` of ``data``, passed to the family with each batch (None: not passed).
     """
 
     def __init__(self, family: nn.Module, cfg: RunConfig, run_dir: str | Path, data: torch.Tensor,
-                 save_samples: Callable[[torch.Tensor, Path], None] | None = None, progress: bool = True):
+                 save_samples: Callable[[torch.Tensor, Path], None] | None = None, progress: bool = True,
+                 labels: torch.Tensor | None = None):
         self.cfg = cfg
         self.tc = tc = cfg.train
         self.run_dir = Path(run_dir)
         self.data = data
+        self.labels = labels
+        if labels is not None and len(labels) != len(data):
+            raise ValueError(f"{len(labels)} labels for {len(data)} examples")
         self.save_samples = save_samples
         self.progress = progress
         if tc.batch_size > len(data):
@@ -144,8 +152,9 @@ class Trainer:
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            extra = {} if self.labels is None else {"labels": self.labels[idx].to(device, non_blocking=True)}
             with self.accelerator.autocast():
-                terms = self.model(batch, self.noise_gen)
+                terms = self.model(batch, self.noise_gen, **extra)
             loss = terms["loss"].float().mean()
             if not torch.isfinite(loss):
                 raise TrainingError(
