@@ -54,6 +54,8 @@ class DiffusionConfig:
     parameterization: str = _opt("eps", "--prediction", "what the network predicts: eps, x0, v")
     variance: str = _opt("fixed_small", "--variance", "reverse variance: fixed_small (posterior beta-tilde) or fixed_large (beta)")
     loss: str = _opt("simple", "--loss", "training loss: simple (L_simple) or vlb (the variational bound)")
+    super_resolution: int = _opt(0, "--super-res", "train a super-resolution model for this upscaling factor (e.g. 2: 14x14 -> 28x28), "
+                                 "conditioned on the area-downsampled image; use it with genlab upscale (0: an ordinary model)")
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ def validate(cfg: RunConfig) -> None:
         (0 <= t.ema_decay < 1, f"--ema-decay must lie in [0, 1), not {t.ema_decay}."),
         (len(m.channels) >= 1 and all(c > 0 for c in m.channels), f"--channels needs at least one positive width, not {m.channels}."),
         (0 <= m.dropout < 1, f"--dropout must lie in [0, 1), not {m.dropout}."),
+        (d.super_resolution == 0 or d.super_resolution >= 2, f"--super-res must be 0 (off) or a factor of at least 2, not {d.super_resolution}."),
     ]
     for ok, message in checks:
         if not ok:

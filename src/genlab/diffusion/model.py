@@ -14,6 +14,7 @@ from torch import nn
 
 from genlab.config import RunConfig
 from genlab.data.transforms import from_model, to_model
+from genlab.diffusion import superres
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, nats_to_bpd
 from genlab.diffusion.samplers import per_sample_generators, randn
 from genlab.diffusion.samplers import sample as run_sampler
@@ -34,6 +35,7 @@ def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | No
         image_size=H, in_channels=C, channels=m.channels, num_res_blocks=m.num_res_blocks,
         attn_resolutions=m.attn_resolutions, dropout=m.dropout, num_classes=num_classes,
         norm_groups=m.norm_groups, head_dim=m.head_dim,
+        cond_channels=C if cfg.diffusion.super_resolution else 0,  # SR: the upsampled low-res image
     )
 
 
@@ -41,10 +43,12 @@ class DDPM(nn.Module):
     """Denoising diffusion probabilistic model (Ho et al. 2020) over data with ``levels`` grey levels.
 
     ``levels`` = 0 means continuous data (toy2d): no quantisation, no discretised decoder.
+    ``super_resolution`` = f > 0 makes it p(x | low_res), a super-resolution model conditioned on
+    x downsampled by f (see :mod:`genlab.diffusion.superres`).
     """
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, parameterization: str, loss: str,
-                 shape: tuple[int, ...], levels: int):
+                 shape: tuple[int, ...], levels: int, super_resolution: int = 0):
         super().__init__()
         self.net = net
         self.diffusion = diffusion
@@ -53,6 +57,8 @@ class DDPM(nn.Module):
         self.shape = tuple(shape)
         self.levels = levels
         self.preview_count = 64 if levels else 2000  # samples in a progress grid (images) or scatter plot (points)
+        self.super_resolution = super_resolution
+        self.preview_low_res = None  # SR: uint8 low-res images that sample() upscales when given none
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "DDPM":
@@ -61,8 +67,9 @@ class DDPM(nn.Module):
         shape = tuple(cfg.data.shape)
         if cfg.data.levels == 0 and d.loss == "vlb":
             raise ConfigError(f"--loss vlb needs images with discrete levels, and {cfg.data.name} is continuous; use --loss simple.")
+        superres.check_factor(shape, d.super_resolution, cfg.data.name)
         return cls(build_net(cfg, shape), GaussianDiffusion.from_schedule(d.schedule, d.timesteps, d.variance),
-                   d.parameterization, d.loss, shape, cfg.data.levels)
+                   d.parameterization, d.loss, shape, cfg.data.levels, d.super_resolution)
 
     @property
     def denoiser(self) -> Denoiser:
@@ -71,6 +78,13 @@ class DDPM(nn.Module):
     def to_model(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 images (or float points) -> model space [-1, 1]."""
         return batch.float() if self.levels == 0 else to_model(batch, self.levels)
+
+    def condition(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The conditioning a model derives from its own uint8 data: ``low_res`` for an SR model."""
+        if not self.super_resolution:
+            return {}
+        f = self.super_resolution
+        return {"low_res": superres.condition(superres.downsample(batch, f), f, self.levels)}
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """What the Trainer calls (so a DDP wrapper sees the forward pass): :meth:`losses`."""
@@ -82,23 +96,32 @@ class DDPM(nn.Module):
         B = x0.shape[0]
         t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        return self.diffusion.training_losses(self.denoiser, x0, t, noise, loss=self.loss_type, levels=self.levels or 256)
+        return self.diffusion.training_losses(self.denoiser, x0, t, noise, loss=self.loss_type, levels=self.levels or 256,
+                                              **self.condition(batch))
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, sampler: str = "ancestral", steps: int | None = None, eta: float = 0.0,
-               batch_size: int = 256, progress: bool = False, raw: bool = False) -> torch.Tensor:
+               batch_size: int = 256, progress: bool = False, raw: bool = False, **cond) -> torch.Tensor:
         """``n`` samples as uint8 (values 0..levels-1), or floats in model space if ``raw``.
 
         Sample i depends only on (seed, i): the result does not change with ``batch_size``.
+        ``cond``: per-sample conditioning tensors ``[n, ...]`` for the denoiser (``low_res=`` for
+        an SR model: see :func:`genlab.diffusion.superres.upscale`).
         """
         device = next(self.net.parameters()).device
+        if self.super_resolution and "low_res" not in cond:
+            if self.preview_low_res is None or len(self.preview_low_res) < n:
+                raise ConfigError("this is a super-resolution model, which samples given low-resolution images; "
+                                  "use genlab upscale RUN --image FILE.")
+            cond["low_res"] = superres.condition(self.preview_low_res[:n], self.super_resolution, self.levels)
         out = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             gens = per_sample_generators(seed, start, b)
             x_T = randn((b, *self.shape), gens, device)
+            c = {k: v[start : start + b].to(device) for k, v in cond.items()}
             x0 = run_sampler(self.denoiser, self.diffusion, x_T, sampler=sampler, steps=steps, eta=eta,
-                             generator=gens, clip_denoised=self.levels > 0, progress=progress)
+                             generator=gens, clip_denoised=self.levels > 0, progress=progress, **c)
             out.append(x0.float().cpu())
         x = torch.cat(out)
         return x if (raw or self.levels == 0) else from_model(x, self.levels)
@@ -127,8 +150,9 @@ class DDPM(nn.Module):
             bar = progress_bar(total=images.shape[0] * per_image, desc="bits/dim", unit="eval", unit_scale=True)
         for start in range(0, images.shape[0], batch_size):
             x0 = self.to_model(images[start : start + batch_size]).to(device)
+            cond = {k: v.to(device) for k, v in self.condition(images[start : start + batch_size]).items()}
             out = self.diffusion.variational_bound(self.denoiser, x0, self.levels, generator=gen, max_batch=max_batch,
-                                                   t_samples=t_samples, progress=bar.update if bar else None)
+                                                   t_samples=t_samples, progress=bar.update if bar else None, **cond)
             for k in parts:
                 parts[k].append(nats_to_bpd(out[k], D))
         if bar:
