@@ -637,6 +637,9 @@ def _mask_arg(spec: str, H: int, W: int, seed: int):
 
     if spec in MASKS:
         return named_mask(spec, H, W, seed)
+    if not Path(spec).is_file():
+        raise ConfigError(f"mask {spec} is neither an image file nor a named mask; pass a PNG (white = known pixel) "
+                          f"or one of {', '.join(MASKS)}.")
     pixels = _read_picture(Path(spec), 1, "mask")
     if tuple(pixels.shape[1:]) != (H, W):
         raise ConfigError(f"mask {spec} is {pixels.shape[2]}x{pixels.shape[1]} pixels but the image is {W}x{H}; "
