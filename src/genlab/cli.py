@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     ff.add_argument("--no-progress", action="store_true", help="no progress bar")
     for sp in (ft, fs, ff):
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _add_editing_parsers(sub)
     return p
 
 
@@ -219,6 +220,10 @@ def cmd_train(args) -> int:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         family = build_family(cfg)
+    if cfg.diffusion.super_resolution:  # its progress grids upscale training images
+        from genlab.diffusion.superres import set_preview
+
+        set_preview(family, _data_tensor(train))
     levels = cfg.data.levels
     reference = None if levels else _data_tensor(train)[:2000]
     classifier = cfg.family == "classifier"
@@ -690,6 +695,202 @@ def _features_floor(args) -> int:
     return 0
 
 
+# ----- editing: inpainting (RePaint) and super-resolution ----------------------------------
+
+
+def _add_editing_parsers(sub) -> None:
+    from genlab.diffusion.inpaint import JUMP_LENGTH, MASKS, RESAMPLE, STEPS
+
+    i = sub.add_parser("inpaint", help="fill in the masked part of an image with an unconditional run (RePaint)",
+                       description="Keep the known pixels of an image and generate the rest with RePaint (Lugmayr et "
+                                   "al. 2022). Writes a grid: input, mask, masked input, then the completions.")
+    i.add_argument("run", type=Path, help="run directory written by genlab train")
+    i.add_argument("--image", required=True, help="a PNG or JPEG of the run's image size (grey for MNIST), or "
+                   "test:INDEX for the INDEX-th image of the run's test split")
+    i.add_argument("--mask", required=True, help=f"a mask image of the same size, white (>= 128) = known pixel; or one of "
+                   f"{', '.join(MASKS)}, naming the region to generate (half: every second row; random: half the "
+                   f"pixels, from --seed)")
+    i.add_argument("--out", type=Path, default=Path("inpaint.png"), help="PNG grid to write (default inpaint.png)")
+    i.add_argument("--n", type=int, default=1, help="completions of the image (default 1)")
+    i.add_argument("--steps", type=int, default=None, help=f"respaced timesteps (default: {STEPS} as in RePaint, or all T if fewer)")
+    i.add_argument("--resample", type=int, default=RESAMPLE, help=f"RePaint's r: resamplings at each jump point "
+                   f"(default {RESAMPLE}; 1 turns resampling off; the cost grows about r-fold)")
+    i.add_argument("--jump", type=int, default=JUMP_LENGTH, help=f"RePaint's j: steps diffused back per resampling (default {JUMP_LENGTH})")
+    i.add_argument("--seed", type=int, default=0, help="seed; completion i depends only on (seed, i)")
+
+    u = sub.add_parser("upscale", help="super-resolve an image with a run trained with --super-res",
+                       description="Upscale a low-resolution image with a super-resolution run (a DDPM conditioned on "
+                                   "the bilinearly upsampled low-resolution image). Writes a grid: the low-resolution "
+                                   "input (nearest), Pillow's bicubic, the model's output and, for test:INDEX, the truth. "
+                                   "--psnr-test N measures the mean PSNR against bicubic on N test images.")
+    u.add_argument("run", type=Path, help="run directory written by genlab train --super-res F")
+    u.add_argument("--image", default=None, help="a PNG or JPEG at the low resolution (H/F x W/F) or at the full "
+                   "resolution (then downsampled first), or test:INDEX for the INDEX-th test image, downsampled")
+    u.add_argument("--out", type=Path, default=Path("upscale.png"), help="PNG grid to write (default upscale.png)")
+    u.add_argument("--psnr-test", type=int, default=None, metavar="N", help="mean PSNR (dB) of the model and of bicubic "
+                   "upsampling on the first N test images; printed and appended to RUN/metrics.jsonl")
+    u.add_argument("--sampler", default="ddim", help="any sampler of genlab sample (default ddim)")
+    u.add_argument("--steps", type=int, default=None, help="sampling steps (default: the sampler's default)")
+    u.add_argument("--seed", type=int, default=0, help="seed; output i depends only on (seed, i)")
+    u.add_argument("--batch-size", type=int, default=256, help="images per network call (does not change the images)")
+    for sp in (i, u):
+        sp.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
+        sp.add_argument("--mixed-precision", default=None, help="no (fp32) or bf16 (default: the run's training precision)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _read_picture(path: Path, channels: int, what: str):
+    """uint8 [C, H, W] pixels (0..255) of an image file, as grey (C = 1) or RGB (C = 3)."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; pass a PNG or JPEG file.")
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise ConfigError(f"{what} {path} is not an image Pillow can read ({e}); pass a PNG or JPEG file.") from None
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _image_arg(spec: str, cfg, sizes: list, hint: str):
+    """(uint8 [1, C, h, w] in 0..levels-1, "test" if it came from the test split else None) for --image.
+
+    ``sizes``: the (h, w) an image file may have; ``hint``: the size to suggest when it has another.
+    """
+    import torch
+
+    if spec.startswith("test:"):
+        try:
+            index = int(spec[5:])
+        except ValueError:
+            raise ConfigError(f"--image {spec} needs an integer index, as in test:0.") from None
+        ds = _load_data(cfg, "test")
+        if not 0 <= index < len(ds):
+            raise ConfigError(f"--image {spec} is out of range: the {cfg.data.name} test split has {len(ds)} images (0..{len(ds) - 1}).")
+        return ds.images[index : index + 1], "test"
+    C = cfg.data.shape[0]
+    pixels = _read_picture(Path(spec), C, "image")
+    h, w = pixels.shape[1:]
+    if (h, w) not in sizes:
+        raise ConfigError(f"image {spec} is {w}x{h} pixels but {cfg.data.name} runs take {hint}; resize it to {hint}.")
+    k = cfg.data.levels - 1
+    return torch.round(pixels.float() * k / 255).to(torch.uint8)[None], None
+
+
+def _mask_arg(spec: str, H: int, W: int, seed: int):
+    """float [1, 1, H, W], 1 = known, from a named mask or a mask image (white >= 128 = known)."""
+    from genlab.diffusion.inpaint import MASKS, named_mask
+
+    if spec in MASKS:
+        return named_mask(spec, H, W, seed)
+    if not Path(spec).is_file():
+        raise ConfigError(f"mask {spec} is neither an image file nor a named mask; pass a PNG (white = known pixel) "
+                          f"or one of {', '.join(MASKS)}.")
+    pixels = _read_picture(Path(spec), 1, "mask")
+    if tuple(pixels.shape[1:]) != (H, W):
+        raise ConfigError(f"mask {spec} is {pixels.shape[2]}x{pixels.shape[1]} pixels but the image is {W}x{H}; "
+                          f"pass a {W}x{H} mask (white = known) or one of {', '.join(MASKS)}.")
+    return (pixels >= 128).float()[None]
+
+
+def cmd_inpaint(args) -> int:
+    import torch
+
+    from genlab.diffusion.inpaint import STEPS, _family_check, inpaint_images, repaint_network_calls
+    from genlab.run import load_run
+    from genlab.viz.grid import save_grid
+
+    if args.n < 1 or (args.steps is not None and args.steps < 1) or args.resample < 1 or args.jump < 1:
+        raise ConfigError("--n, --steps, --resample and --jump must be at least 1.")
+    cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
+    _family_check(family)
+    T = cfg.diffusion.timesteps
+    if args.steps is not None and args.steps > T:
+        raise ConfigError(f"--steps must lie in 1..{T} (the run's timesteps), not {args.steps}.")
+    steps = args.steps or min(STEPS, T)
+    C, H, W = cfg.data.shape
+    image, _ = _image_arg(args.image, cfg, [(H, W)], f"{W}x{H} images")
+    mask = _mask_arg(args.mask, H, W, args.seed)
+    t0 = time.perf_counter()
+    with _autocast(_precision(args, cfg)):
+        out = inpaint_images(family, image, mask, seed=args.seed, n=args.n, steps=steps, jump_length=args.jump,
+                             resample=args.resample, progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    levels = cfg.data.levels
+    known = mask.expand(1, C, H, W).bool()
+    shown_mask = known.to(torch.uint8) * (levels - 1)
+    masked = torch.where(known, image, torch.full_like(image, (levels - 1) // 2))
+    save_grid(torch.cat([image, shown_mask, masked, out]), args.out, levels, nrow=3 + args.n)
+    calls = repaint_network_calls(steps, args.jump, args.resample)
+    print(f"genlab: inpainted {args.image} with mask {args.mask} ({args.n} completion(s); {steps} steps, resample "
+          f"{args.resample}, jump {args.jump}: {calls} network calls each; step {step}, {args.weights} weights) "
+          f"in {seconds:.1f}s -> {args.out}")
+    return 0
+
+
+def cmd_upscale(args) -> int:
+    import torch
+
+    from genlab.diffusion.superres import bicubic, downsample, upscale
+    from genlab.metrics.psnr import psnr
+    from genlab.run import append_metrics, load_run
+    from genlab.viz.grid import save_grid
+
+    _check_sampler(args)
+    if args.image is None and args.psnr_test is None:
+        raise ConfigError("say what to upscale: --image FILE (or test:INDEX), or --psnr-test N.")
+    if (args.psnr_test is not None and args.psnr_test < 1) or args.batch_size < 1:
+        raise ConfigError("--psnr-test and --batch-size must be at least 1.")
+    cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
+    f = cfg.diffusion.super_resolution
+    if not f:
+        raise ConfigError(f"{args.run} is not a super-resolution run (trained without --super-res); "
+                          f"train one with genlab train --super-res 2.")
+    precision = _precision(args, cfg)
+    levels, (_, H, W) = cfg.data.levels, cfg.data.shape
+    h, w = H // f, W // f
+    progress = not args.no_progress
+
+    def run_model(low):
+        with _autocast(precision):
+            return upscale(family, low, seed=args.seed, sampler=args.sampler, steps=args.steps,
+                           batch_size=args.batch_size, progress=progress)
+
+    if args.image is not None:
+        image, _ = _image_arg(args.image, cfg, [(h, w), (H, W)], f"{w}x{h} (low-resolution) or {W}x{H} images")
+        truth = image if tuple(image.shape[-2:]) == (H, W) else None  # full size (or test:INDEX): downsample it
+        low = downsample(truth, f) if truth is not None else image
+        t0 = time.perf_counter()
+        out = run_model(low)
+        nearest = low.repeat_interleave(f, 2).repeat_interleave(f, 3)
+        tiles = [nearest, bicubic(low, f, levels), out] + ([truth] if truth is not None else [])
+        save_grid(torch.cat(tiles), args.out, levels, nrow=len(tiles))
+        print(f"genlab: upscaled {args.image} from {w}x{h} to {W}x{H} ({args.sampler}"
+              f"{'' if args.steps is None else f', {args.steps} steps'}; step {step}, {args.weights} weights) in "
+              f"{time.perf_counter() - t0:.1f}s -> {args.out} (nearest, bicubic, model{', truth' if truth is not None else ''})")
+    if args.psnr_test is not None:
+        ds = _load_data(cfg, "test")
+        truth = ds.images[: args.psnr_test]
+        low = downsample(truth, f)
+        t0 = time.perf_counter()
+        out = run_model(low)
+        seconds = time.perf_counter() - t0
+        model_db = psnr(out, truth, levels).mean().item()
+        bicubic_db = psnr(bicubic(low, f, levels), truth, levels).mean().item()
+        append_metrics(args.run, {"event": "eval", "metric": "psnr", "psnr": model_db, "psnr_bicubic": bicubic_db,
+                                  "n": len(truth), "split": "test", "factor": f, "sampler": args.sampler,
+                                  "steps": args.steps, "seed": args.seed, "data": cfg.data.name, "weights": args.weights,
+                                  "step": step, "mixed_precision": precision, "seconds": seconds})
+        print(f"PSNR on the first {len(truth)} {cfg.data.name} test images upscaled {f}x from {w}x{h} (mean over images, "
+              f"[0, 1] scale): model {model_db:.2f} dB, bicubic {bicubic_db:.2f} dB ({args.sampler}, {seconds:.1f}s)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -697,7 +898,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "report": cmd_report,
-                "features": cmd_features}
+                "features": cmd_features, "inpaint": cmd_inpaint, "upscale": cmd_upscale}
     try:
         return commands[args.command](args)
     except GenlabError as e:

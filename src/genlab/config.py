@@ -62,6 +62,8 @@ class DiffusionConfig:
     timestep_sampler: str = _opt("uniform", "--timestep-sampler", "how training draws t: uniform, or loss-second-moment (importance sampling, p_t ~ sqrt(E[L_t^2]); meant for --loss vlb)")
     weighting: str = _opt("none", "--weighting", "weight of L_simple over t: none, p2 (1/(1+SNR)^gamma) or min-snr (min(SNR, gamma)/SNR), as eps-prediction weights")
     weighting_gamma: float | None = _opt(None, "--weighting-gamma", "gamma of --weighting (default: 1 for p2, 5 for min-snr)")
+    super_resolution: int = _opt(0, "--super-res", "train a super-resolution model for this upscaling factor (e.g. 2: 14x14 -> 28x28), "
+                                 "conditioned on the area-downsampled image; use it with genlab upscale (0: an ordinary model)")
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,7 @@ def validate(cfg: RunConfig) -> None:
         (len(m.channels) >= 1 and all(c > 0 for c in m.channels), f"--channels needs at least one positive width, not {m.channels}."),
         (0 <= m.dropout < 1, f"--dropout must lie in [0, 1), not {m.dropout}."),
         (0 <= m.cond_drop_prob <= 1, f"--cond-drop must lie in [0, 1], not {m.cond_drop_prob}."),
+        (d.super_resolution == 0 or d.super_resolution >= 2, f"--super-res must be 0 (off) or a factor of at least 2, not {d.super_resolution}."),
     ]
     for ok, message in checks:
         if not ok:

@@ -14,6 +14,7 @@ from torch import nn
 
 from genlab.config import RunConfig
 from genlab.data.transforms import from_model, to_model
+from genlab.diffusion import superres
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, nats_to_bpd
 from genlab.diffusion.samplers import per_sample_generators, randn
 from genlab.diffusion.samplers import sample as run_sampler
@@ -45,6 +46,7 @@ def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | No
         attn_resolutions=m.attn_resolutions, dropout=m.dropout, num_classes=num_classes,
         norm_groups=m.norm_groups, head_dim=m.head_dim,
         out_channels=2 * C if learned else None,  # mean and variance halves (improved-diffusion's learn_sigma)
+        cond_channels=C if cfg.diffusion.super_resolution else 0,  # SR: the upsampled low-res image
     )
 
 
@@ -59,12 +61,14 @@ class DDPM(nn.Module):
     as the null label); during training each label is replaced by the null label with
     probability ``cond_drop_prob``, so the same network learns p(x | y) and p(x), which is
     what classifier-free guidance needs (Ho & Salimans 2021, Algorithm 1).
+    ``super_resolution`` = f > 0 makes it p(x | low_res), a super-resolution model conditioned on
+    x downsampled by f (see :mod:`genlab.diffusion.superres`).
     """
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, parameterization: str, loss: str,
                  shape: tuple[int, ...], levels: int, vlb_weight: float = 0.001, weighting: str = "none",
                  weighting_gamma: float | None = None, timestep_sampler: str = "uniform", num_classes: int = 0,
-                 cond_drop_prob: float = 0.0):
+                 cond_drop_prob: float = 0.0, super_resolution: int = 0):
         super().__init__()
         self.net = net
         self.diffusion = diffusion
@@ -77,6 +81,8 @@ class DDPM(nn.Module):
         self.preview_count = 64 if levels else 2000  # samples in a progress grid (images) or scatter plot (points)
         self.num_classes = num_classes
         self.cond_drop_prob = cond_drop_prob
+        self.super_resolution = super_resolution
+        self.preview_low_res = None  # SR: uint8 low-res images that sample() upscales when given none
 
     @property
     def uses_labels(self) -> bool:
@@ -95,10 +101,12 @@ class DDPM(nn.Module):
             num_classes = cfg.data.num_classes
             if num_classes < 1:
                 raise ConfigError(f"--class-conditional needs labelled data, and {cfg.data.name} has no classes; drop --class-conditional.")
+        superres.check_factor(shape, d.super_resolution, cfg.data.name)
         return cls(build_net(cfg, shape), GaussianDiffusion.from_schedule(d.schedule, d.timesteps, d.variance),
                    d.parameterization, d.loss, shape, cfg.data.levels, vlb_weight=d.vlb_weight,
                    weighting=d.weighting, weighting_gamma=d.weighting_gamma, timestep_sampler=d.timestep_sampler,
-                   num_classes=num_classes, cond_drop_prob=cfg.model.cond_drop_prob)
+                   num_classes=num_classes, cond_drop_prob=cfg.model.cond_drop_prob,
+                   super_resolution=d.super_resolution)
 
     @property
     def denoiser(self) -> Denoiser:
@@ -107,6 +115,13 @@ class DDPM(nn.Module):
     def to_model(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 images (or float points) -> model space [-1, 1]."""
         return batch.float() if self.levels == 0 else to_model(batch, self.levels)
+
+    def condition(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The conditioning a model derives from its own uint8 data: ``low_res`` for an SR model."""
+        if not self.super_resolution:
+            return {}
+        f = self.super_resolution
+        return {"low_res": superres.condition(superres.downsample(batch, f), f, self.levels)}
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator,
                 labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -129,7 +144,7 @@ class DDPM(nn.Module):
         t, weights = self.timestep_sampler.sample(B, generator)
         t, weights = t.to(x0.device), weights.to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        cond = {}
+        cond = self.condition(batch)
         if self.num_classes:
             cond["y"] = self.drop_labels(labels, B, generator).to(x0.device)
         terms = self.diffusion.training_losses(self.denoiser, x0, t, noise, loss=self.loss_type, levels=self.levels or 256,
@@ -152,7 +167,7 @@ class DDPM(nn.Module):
     def sample(self, n: int, seed: int = 0, sampler: str = "ancestral", steps: int | None = None, eta: float = 0.0,
                batch_size: int = 256, progress: bool = False, raw: bool = False, labels: torch.Tensor | None = None,
                guidance: float | None = None, classifier: nn.Module | None = None,
-               spacing: str = "uniform") -> torch.Tensor:
+               spacing: str = "uniform", **cond) -> torch.Tensor:
         """``n`` samples as uint8 (values 0..levels-1), or floats in model space if ``raw``.
 
         Sample i depends only on (seed, i) (and its label): the result does not change with
@@ -164,18 +179,26 @@ class DDPM(nn.Module):
         classifier-free guidance weight w of a class-conditional model (eps = (1 + w) eps(x, y)
         - w eps(x, null); None or 0: the plain conditional model), or, with a noise-conditional
         ``classifier`` (a net (x_t, t) -> logits trained on this schedule), the classifier
-        scale s (default 1).
+        scale s (default 1). ``cond``: per-sample conditioning tensors ``[n, ...]`` for the
+        denoiser (``low_res=`` for an SR model: see :func:`genlab.diffusion.superres.upscale`).
         """
         denoiser, labels = self.guided_denoiser(n, labels, guidance, classifier)
         device = next(self.net.parameters()).device
+        if self.super_resolution and "low_res" not in cond:
+            if self.preview_low_res is None or len(self.preview_low_res) < n:
+                raise ConfigError("this is a super-resolution model, which samples given low-resolution images; "
+                                  "use genlab upscale RUN --image FILE.")
+            cond["low_res"] = superres.condition(self.preview_low_res[:n], self.super_resolution, self.levels)
         out = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             gens = per_sample_generators(seed, start, b)
             x_T = randn((b, *self.shape), gens, device)
-            cond = {} if labels is None else {"y": labels[start : start + b].to(device)}
+            c = {k: v[start : start + b].to(device) for k, v in cond.items()}
+            if labels is not None:
+                c["y"] = labels[start : start + b].to(device)
             x0 = run_sampler(denoiser, self.diffusion, x_T, sampler=sampler, steps=steps, eta=eta,
-                             generator=gens, clip_denoised=self.levels > 0, progress=progress, spacing=spacing, **cond)
+                             generator=gens, clip_denoised=self.levels > 0, progress=progress, spacing=spacing, **c)
             out.append(x0.float().cpu())
         x = torch.cat(out)
         return x if (raw or self.levels == 0) else from_model(x, self.levels)
@@ -231,8 +254,9 @@ class DDPM(nn.Module):
             bar = progress_bar(total=images.shape[0] * per_image, desc="bits/dim", unit="eval", unit_scale=True)
         for start in range(0, images.shape[0], batch_size):
             x0 = self.to_model(images[start : start + batch_size]).to(device)
+            cond = {k: v.to(device) for k, v in self.condition(images[start : start + batch_size]).items()}
             out = self.diffusion.variational_bound(self.denoiser, x0, self.levels, generator=gen, max_batch=max_batch,
-                                                   t_samples=t_samples, progress=bar.update if bar else None)
+                                                   t_samples=t_samples, progress=bar.update if bar else None, **cond)
             for k in parts:
                 parts[k].append(nats_to_bpd(out[k], D))
         if bar:
@@ -262,8 +286,10 @@ class DDPM(nn.Module):
         bpd, nfe = [], []
         bar = progress_bar(total=images.shape[0], desc="bits/dim (ODE)", unit="img") if progress else None
         for start in range(0, images.shape[0], batch_size):
-            x0 = self.to_model(images[start : start + batch_size]).to(device)
-            out = ode_bits_per_dim(self.denoiser, self.diffusion, x0, self.levels, gen, rtol, atol)
+            batch = images[start : start + batch_size]
+            x0 = self.to_model(batch).to(device)
+            cond = {k: v.to(device) for k, v in self.condition(batch).items()}
+            out = ode_bits_per_dim(self.denoiser, self.diffusion, x0, self.levels, gen, rtol, atol, **cond)
             bpd.append(out["bpd"])
             nfe.append(out["nfe"])
             if bar:

@@ -6,7 +6,9 @@ resolutions, skip connections from the down path to the up path, dropout, and an
 optional class embedding added to the time embedding.
 
 Shapes: ``x`` is ``[B, C, H, W]``; ``t`` is ``[B]`` (integer or float timesteps);
-``y`` (optional) is ``[B]`` class labels, where ``num_classes`` means "no label".
+``y`` (optional) is ``[B]`` class labels, where ``num_classes`` means "no label";
+``low_res`` (when ``cond_channels`` > 0) is ``[B, cond_channels, H, W]``, a conditioning image at
+the input's size (super-resolution: the upsampled low-resolution image), concatenated to ``x``.
 """
 
 from __future__ import annotations
@@ -108,12 +110,14 @@ class UNet(nn.Module):
         attn_resolutions: resolutions (in pixels) that get a self-attention block.
         num_classes: if set, a label embedding (with one extra "null" label used for
             unconditional passes) is added to the time embedding.
+        cond_channels: channels of a conditioning image concatenated to the input
+            (SR3, Saharia et al. 2021; cascaded diffusion, Ho et al. 2021); 0: none.
     """
 
     def __init__(
         self, image_size: int, in_channels: int = 1, channels=(32, 64), num_res_blocks: int = 2,
         attn_resolutions=(), dropout: float = 0.0, out_channels: int | None = None, num_classes: int | None = None,
-        norm_groups: int = 32, head_dim: int = 32,
+        norm_groups: int = 32, head_dim: int = 32, cond_channels: int = 0,
     ):
         super().__init__()
         channels = tuple(channels)
@@ -122,11 +126,12 @@ class UNet(nn.Module):
             raise ValueError(f"image size {image_size} cannot be halved {levels - 1} times; use fewer levels")
         self.image_size, self.in_channels = image_size, in_channels
         self.num_classes = num_classes
+        self.cond_channels = cond_channels
         ch0 = channels[0]
         emb_dim = 4 * ch0
         self.time_embed = nn.Sequential(nn.Linear(ch0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
-        self.input = nn.Conv2d(in_channels, ch0, 3, padding=1)
+        self.input = nn.Conv2d(in_channels + cond_channels, ch0, 3, padding=1)
 
         def res(i, o):
             return ResBlock(i, o, emb_dim, dropout, norm_groups)
@@ -158,7 +163,11 @@ class UNet(nn.Module):
                 self.up.append(nn.ModuleList(block))
         self.out = nn.Sequential(group_norm(ch, norm_groups), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels or in_channels, 3, padding=1)))
 
-    def forward(self, x, t, y=None):
+    def forward(self, x, t, y=None, low_res=None):
+        if self.cond_channels:
+            if low_res is None:
+                raise ValueError("this U-Net is conditioned on an image: pass low_res=[B, cond_channels, H, W]")
+            x = torch.cat([x, low_res.to(x.dtype)], dim=1)
         emb = self.time_embed(timestep_embedding(t, self.time_embed[0].in_features))
         if self.label_embed is not None:
             if y is None:
