@@ -76,10 +76,24 @@ def test_report_writes_the_table_and_the_chart(run_dir, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "report", run_dir, "--out", tmp_path / "r.md")
     assert code == 0
     md = (tmp_path / "r.md").read_text()
-    assert "| run | sampler | n | FID | KID | precision | recall | bits/dim | NFE | s/sample |" in md
+    assert "| run | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample |" in md
     assert "DDIM 4" in md and "DDIM 3" in md and "feature network `digits-" in md and "![quality against speed](r.png)" in md
     png = (tmp_path / "r.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_bpd_ode_is_recorded_and_reported_against_nfe(run_dir, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "eval", run_dir, "--metric", "bpd-ode", "--limit", "4", "--ode-tol", "1e-3", "--json")
+    assert code == 0
+    r = json.loads(out)
+    assert r["bpd_ode_n"] == 4 and r["ode_solver"] == "RK45" and r["ode_rtol"] == 1e-3 and r["ode_nfe"] > 10
+    assert 0 < r["bpd_ode"] < 100 and r["bpd_ode_se"] > 0  # a model trained for 4 steps: finite, not good
+    assert records(run_dir)[-1]["bpd_ode"] == r["bpd_ode"]
+    run_cli(capsys, "eval", run_dir, "--metrics", "fid", "--n", "20", "--sampler", "heun", "--steps", "3", "--json")
+    code, _, _ = run_cli(capsys, "report", run_dir, "--out", tmp_path / "nfe.md", "--x", "nfe", "--n", "20")
+    md = (tmp_path / "nfe.md").read_text()
+    assert code == 0 and "| Heun 3 | 20 |" in md and f"{r['bpd_ode']:.4f}" in md and "probability-flow ODE" in md
+    assert (tmp_path / "nfe.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_report_refuses_figures_from_another_feature_network(run_dir, tmp_path, capsys):

@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", type=Path, nargs="+", help="run directories evaluated with genlab eval")
     r.add_argument("--out", type=Path, default=Path("report.md"), help="Markdown file to write (default report.md); "
                    "the chart goes beside it with the suffix .png")
+    r.add_argument("--x", choices=("seconds", "nfe"), default="seconds",
+                   help="the chart's speed axis: seconds per sample (default) or network evaluations per sample "
+                        "(one line per sampler)")
+    r.add_argument("--n", type=int, default=None, help="keep only evaluations of this many samples (compare at equal n)")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     f = sub.add_parser("features", help="genlab's feature networks (the yardstick of FID/KID/precision/recall)")
@@ -630,7 +634,9 @@ def cmd_report(args) -> int:
     from genlab.viz.report import collect_rows, write_report
 
     rows = collect_rows(args.runs)
-    md, png = write_report(rows, args.out)
+    if args.n is not None:
+        rows = [r for r in rows if r.get("n") == args.n or r.get("fid") is None]
+    md, png = write_report(rows, args.out, args.x)
     print(f"genlab: report of {len(rows)} rows from {len(args.runs)} run(s) -> {md} and {png}")
     return 0
 
@@ -730,7 +736,7 @@ def _add_editing_parsers(sub) -> None:
     u.add_argument("--psnr-test", type=int, default=None, metavar="N", help="mean PSNR (dB) of the model and of bicubic "
                    "upsampling on the first N test images; printed and appended to RUN/metrics.jsonl")
     u.add_argument("--sampler", default="ddim", help="any sampler of genlab sample (default ddim)")
-    u.add_argument("--steps", type=int, default=None, help="sampling steps (default: the sampler's default)")
+    _add_step_flags(u)
     u.add_argument("--seed", type=int, default=0, help="seed; output i depends only on (seed, i)")
     u.add_argument("--batch-size", type=int, default=256, help="images per network call (does not change the images)")
     for sp in (i, u):
@@ -858,8 +864,8 @@ def cmd_upscale(args) -> int:
 
     def run_model(low):
         with _autocast(precision):
-            return upscale(family, low, seed=args.seed, sampler=args.sampler, steps=args.steps,
-                           batch_size=args.batch_size, progress=progress)
+            return upscale(family, low, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                           spacing=args.spacing, batch_size=args.batch_size, progress=progress)
 
     if args.image is not None:
         image, _ = _image_arg(args.image, cfg, [(h, w), (H, W)], f"{w}x{h} (low-resolution) or {W}x{H} images")

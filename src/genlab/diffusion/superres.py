@@ -62,7 +62,7 @@ def low_res_shape(family) -> tuple[int, int, int]:
 
 @torch.no_grad()
 def upscale(family, low_res: torch.Tensor, seed: int = 0, sampler: str = "ancestral", steps: int | None = None,
-            eta: float = 0.0, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+            eta: float = 0.0, batch_size: int = 256, progress: bool = False, spacing: str = "uniform") -> torch.Tensor:
     """Super-resolve uint8 ``low_res`` ``[N, C, H/f, W/f]`` with a family trained with ``--super-res f``.
 
     Runs any sampler of :func:`genlab.diffusion.samplers.sample` with the conditioning
@@ -78,7 +78,7 @@ def upscale(family, low_res: torch.Tensor, seed: int = 0, sampler: str = "ancest
         raise ConfigError(f"low-resolution images must have shape [N, {want[0]}, {want[1]}, {want[2]}], not "
                           f"{list(low_res.shape)}; downsample by {f} first.")
     return family.sample(len(low_res), seed=seed, sampler=sampler, steps=steps, eta=eta, batch_size=batch_size,
-                         progress=progress, low_res=condition(low_res, f, family.levels))
+                         progress=progress, spacing=spacing, low_res=condition(low_res, f, family.levels))
 
 
 def bicubic(low_res: torch.Tensor, factor: int, levels: int) -> torch.Tensor:

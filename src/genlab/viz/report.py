@@ -67,7 +67,9 @@ def collect_rows(runs: list[Path]) -> list[dict]:
             top_step = max(r.get("step", 0) for r in bpds)
             at_top = [r for r in bpds if r.get("step", 0) == top_step]
             bpd = max(at_top, key=lambda r: (r.get("bpd_n", r.get("n", 0)), at_top.index(r)))
-        if not quality and bpd is None:
+        odes = [r for r in records if "bpd_ode" in r]
+        ode = max(odes, key=lambda r: (r.get("step", 0), r.get("bpd_ode_n", 0))) if odes else None
+        if not quality and bpd is None and ode is None:
             raise RunError(f"{run} has no evaluations yet; run genlab eval {run} --metrics fid,kid,pr,bpd first.")
         latest: dict[tuple, dict] = {}
         for r in quality:
@@ -86,6 +88,9 @@ def collect_rows(runs: list[Path]) -> list[dict]:
             bpd_fields = {"bpd": bpd["bpd"], "bpd_n": bpd.get("bpd_n", bpd.get("n")), "bpd_split": bpd.get("bpd_split", bpd.get("split")),
                           "bpd_weights": bpd.get("weights", "ema"), "bpd_exact": bpd.get("t_samples") is None,
                           "bpd_se": bpd.get("bpd_se")}
+        if ode is not None:
+            bpd_fields.update({"bpd_ode": ode["bpd_ode"], "bpd_ode_se": ode.get("bpd_ode_se"), "bpd_ode_n": ode.get("bpd_ode_n"),
+                               "ode_rtol": ode.get("ode_rtol")})
         if not settings:
             rows.append({"run": str(run), "label": "(no samples measured)", **bpd_fields})
         for r in settings:
@@ -101,8 +106,8 @@ def _fmt(v, spec: str) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| run | sampler | n | FID | KID | precision | recall | bits/dim | NFE | s/sample |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = ("| run | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
         kid = f"{r['kid']:.4f} ± {r['kid_std']:.4f}" if r.get("kid") is not None else ""
@@ -111,7 +116,8 @@ def markdown_table(rows: list[dict]) -> str:
             bpd = f"{r['bpd']:.4f}" + ("" if r.get("bpd_exact") else f" ± {r['bpd_se']:.4f}")
         lines.append(f"| {Path(r['run']).name} | {r['label']} | {_fmt(r.get('n'), 'd')} | {_fmt(r.get('fid'), '.3f')} | {kid} "
                      f"| {_fmt(r.get('precision'), '.3f')} | {_fmt(r.get('recall'), '.3f')} | {bpd} "
-                     f"| {_fmt(r.get('nfe'), 'd')} | {_fmt(r.get('seconds_per_sample'), '.4f')} |")
+                     + (f"| {r['bpd_ode']:.4f} ± {r['bpd_ode_se']:.4f} " if r.get("bpd_ode") is not None else "| ") +
+                     f"| {_fmt(r.get('nfe'), 'g')} | {_fmt(r.get('seconds_per_sample'), '.4f')} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -129,31 +135,48 @@ def _protocol(rows: list[dict]) -> str:
         if b.get("bpd") is not None:
             how = "every term of the bound" if b.get("bpd_exact") else "stratified estimate of the bound (± standard error)"
             parts.append(f"bits/dim on {b['bpd_n']} {b['bpd_split']} images, {b['bpd_weights']} weights, {how}")
+        if b.get("bpd_ode") is not None:
+            parts.append(f"bits/dim (ODE) on {b['bpd_ode_n']} images by the probability-flow ODE (RK45, rtol = atol = "
+                         f"{b['ode_rtol']:g}, Hutchinson trace, uniform dequantisation; ± standard error)")
         notes.append("; ".join(parts) + ".")
     return "\n".join(notes) + "\n"
 
 
-def write_chart(rows: list[dict], path: Path) -> None:
+def write_chart(rows: list[dict], path: Path, x: str = "seconds") -> None:
+    """FID against speed, point area by recall. ``x``: ``seconds`` (per sample) or ``nfe`` (network
+    evaluations per sample; then each run's sampler is a line through its step counts)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [r for r in rows if r.get("fid") is not None and r.get("seconds_per_sample")]
-    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
+    key = {"seconds": "seconds_per_sample", "nfe": "nfe"}[x]
+    pts = [r for r in rows if r.get("fid") is not None and r.get(key)]
+    fig, ax = plt.subplots(figsize=(7, 4.8) if x == "seconds" else (8, 5.2), dpi=120)
     runs = list(dict.fromkeys(r["run"] for r in pts))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, run in enumerate(runs):
-        rs = [r for r in pts if r["run"] == run]
-        xs = [r["seconds_per_sample"] for r in rs]
-        ys = [r["fid"] for r in rs]
-        sizes = [40 + 600 * (r.get("recall") or 0) for r in rs]
-        ax.scatter(xs, ys, s=sizes, alpha=0.6, color=colors[i % len(colors)], edgecolors="black", linewidths=0.6,
-                   label=Path(run).name)
-        for r in rs:
-            rec = f", recall {r['recall']:.2f}" if r.get("recall") is not None else ""
-            ax.annotate(f"{r['label']} (n={r['n']}){rec}", (r["seconds_per_sample"], r["fid"]), textcoords="offset points",
-                        xytext=(9, 4), fontsize=7)
+    if x == "seconds":
+        for i, run in enumerate(runs):
+            rs = [r for r in pts if r["run"] == run]
+            sizes = [40 + 600 * (r.get("recall") or 0) for r in rs]
+            ax.scatter([r[key] for r in rs], [r["fid"] for r in rs], s=sizes, alpha=0.6, color=colors[i % len(colors)],
+                       edgecolors="black", linewidths=0.6, label=Path(run).name)
+            for r in rs:
+                rec = f", recall {r['recall']:.2f}" if r.get("recall") is not None else ""
+                ax.annotate(f"{r['label']} (n={r['n']}){rec}", (r[key], r["fid"]), textcoords="offset points",
+                            xytext=(9, 4), fontsize=7)
+    else:
+        lines = list(dict.fromkeys((r["run"], r.get("sampler") or r["label"]) for r in pts))
+        for i, (run, sampler) in enumerate(lines):
+            rs = sorted((r for r in pts if r["run"] == run and (r.get("sampler") or r["label"]) == sampler),
+                        key=lambda r: r[key])
+            name = rs[0]["label"].split(" ")[0] + ("" if len(runs) == 1 else f" ({Path(run).name})")
+            c = colors[i % len(colors)]
+            ax.plot([r[key] for r in rs], [r["fid"] for r in rs], "-", color=c, alpha=0.7, label=name)
+            ax.scatter([r[key] for r in rs], [r["fid"] for r in rs], s=[20 + 300 * (r.get("recall") or 0) for r in rs],
+                       color=c, alpha=0.6, edgecolors="black", linewidths=0.5)
+        if pts:
+            ax.legend(fontsize=8, loc="best")
     if pts:
         from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
 
@@ -164,29 +187,34 @@ def write_chart(rows: list[dict], path: Path) -> None:
             ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
             ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.margins(x=0.35, y=0.15)
-        if len(runs) > 1:
+        ax.margins(x=0.35 if x == "seconds" else 0.08, y=0.15)
+        if x == "seconds" and len(runs) > 1:
             ax.legend(fontsize=8, loc="best", markerscale=0.4)
     else:
         ax.text(0.5, 0.5, "no sample-quality evaluations with timings yet:\nrun genlab eval RUN --metrics fid,kid,pr",
                 ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("seconds per sample (log scale) - faster to the left")
+    if x == "seconds":
+        ax.set_xlabel("seconds per sample (log scale) - faster to the left")
+        ax.set_title("Quality against speed; point area grows with recall (mode coverage)", fontsize=10)
+    else:
+        ax.set_xlabel("network evaluations per sample (log scale) - faster to the left")
+        ax.set_title("FID against network evaluations per sampler; point area grows with recall", fontsize=10)
     ax.set_ylabel("FID (lower is better)")
-    ax.set_title("Quality against speed; point area grows with recall (mode coverage)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 
-def write_report(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
-    """Write ``out`` (Markdown) and ``out`` with suffix ``.png`` (the chart); return both paths."""
+def write_report(rows: list[dict], out: str | Path, x: str = "seconds") -> tuple[Path, Path]:
+    """Write ``out`` (Markdown) and ``out`` with suffix ``.png`` (the chart against ``x``: see
+    :func:`write_chart`); return both paths."""
     out = Path(out)
     png = out.with_suffix(".png")
     text = ("# genlab report: the generative trilemma\n\n"
             "Sample quality (FID, KID: lower is better), mode coverage (precision, recall: higher is better), "
             "likelihood (bits/dim: lower is better) and sampling speed (network evaluations and seconds per sample).\n\n"
             + markdown_table(rows) + f"\n![quality against speed]({png.name})\n\n## Protocol\n\n" + _protocol(rows))
-    write_chart(rows, png)
+    write_chart(rows, png, x)
     atomic_write_text(out, text)
     return out, png
