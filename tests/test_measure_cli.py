@@ -133,3 +133,22 @@ def test_features_show_and_floor(capsys):
     assert 0 < r["test_vs_train"]["fid"] < r["test_halves"]["fid"]  # more images, less bias
     code, _, err = run_cli(capsys, "features", "train", "--data", "svhn")
     assert_one_sentence_error(code, err, "svhn")
+
+
+def test_report_rows_merge_old_and_new_records_and_lines_follow_the_sampler(run_dir, tmp_path):
+    from genlab.viz.report import collect_rows
+
+    run = tmp_path / "r"
+    shutil.copytree(run_dir, run)
+    base = {"event": "eval", "feature_network": load_feature_network("digits").version, "data": "digits", "n": 10,
+            "weights": "ema", "ref_split": "train", "step": 4, "fid": 1.0, "recall": 0.5}
+    recs = [{**base, "sampler": "ddim", "steps": 10, "nfe": 10},  # written before eta and spacing were recorded
+            {**base, "sampler": "ddim", "steps": 10, "nfe": 10, "eta": 0.0, "spacing": "uniform", "fid": 2.0},
+            {**base, "sampler": "ddim", "steps": 20, "nfe": 20, "eta": 0.0, "spacing": "uniform"},
+            {**base, "sampler": "ddim", "steps": 20, "nfe": 20, "eta": 1.0, "spacing": "uniform"},
+            {**base, "sampler": "heun", "steps": 5, "nfe": 9, "eta": 0.0, "spacing": "uniform"}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rows = collect_rows([run])
+    assert sorted(r["label"] for r in rows) == ["DDIM 10", "DDIM 20", "DDIM 20 eta=1", "Heun 5"]
+    assert next(r["fid"] for r in rows if r["label"] == "DDIM 10") == 2.0  # the latest of the same setting
+    assert sorted({r["series"] for r in rows}) == ["DDIM", "DDIM eta=1", "Heun"]

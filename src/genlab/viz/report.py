@@ -38,18 +38,29 @@ def _records(run: Path) -> list[dict]:
 
 def _setting(r: dict) -> tuple:
     """What makes two quality evaluations the same row."""
-    return (r.get("samples_file") or "", r.get("sampler"), r.get("steps"), r.get("eta"), r.get("spacing"), r.get("n"),
+    sampler = r.get("sampler")
+    eta = float(r.get("eta") or 0.0) if sampler == "ddim" else None  # only DDIM reads eta
+    spacing = (r.get("spacing") or "uniform") if sampler in ("ancestral", "ddim", "pc") else None
+    return (r.get("samples_file") or "", sampler, r.get("steps"), eta, spacing, r.get("n"),
             r.get("weights"), r.get("ref_split"), r.get("step"))
 
 
-def _label(r: dict) -> str:
+def _series(r: dict) -> str:
+    """The sampler and its settings other than the step count: one line of the NFE chart."""
     if r.get("samples_file") and not r.get("sampler"):
         return Path(r["samples_file"]).name
     names = {"ddim": "DDIM", "dpmpp-2m": "DPM++2M", "euler": "Euler", "heun": "Heun", "langevin": "Langevin", "pc": "PC"}
     name = names.get(r.get("sampler"), str(r.get("sampler")))
-    eta = f" eta={r['eta']:g}" if r.get("eta") else ""
+    eta = f" eta={r['eta']:g}" if r.get("eta") and r.get("sampler") == "ddim" else ""
     spacing = f" {r['spacing']}" if r.get("spacing") not in (None, "uniform") else ""
-    return f"{name} {r.get('steps')}{eta}{spacing}"
+    return f"{name}{eta}{spacing}"
+
+
+def _label(r: dict) -> str:
+    if r.get("samples_file") and not r.get("sampler"):
+        return _series(r)
+    name, _, rest = _series(r).partition(" ")
+    return f"{name} {r.get('steps')}" + (f" {rest}" if rest else "")
 
 
 def collect_rows(runs: list[Path]) -> list[dict]:
@@ -94,8 +105,8 @@ def collect_rows(runs: list[Path]) -> list[dict]:
         if not settings:
             rows.append({"run": str(run), "label": "(no samples measured)", **bpd_fields})
         for r in settings:
-            rows.append({"run": str(run), "label": _label(r), **{k: r.get(k) for k in (
-                "fid", "kid", "kid_std", "precision", "recall", "nfe", "seconds_per_sample", "batch_size", "n",
+            rows.append({"run": str(run), "label": _label(r), "series": _series(r), **{k: r.get(k) for k in (
+                "sampler", "fid", "kid", "kid_std", "precision", "recall", "nfe", "seconds_per_sample", "batch_size", "n",
                 "weights", "ref_split", "ref_n", "feature_network", "data", "step", "threads", "mixed_precision")},
                 **bpd_fields})
     return rows
@@ -121,6 +132,12 @@ def markdown_table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _values(rows: list[dict], key: str) -> str:
+    """The distinct values of ``key`` among the rows that measured samples, as 'a' or 'a or b'."""
+    return " or ".join(str(v) for v in sorted({r[key] for r in rows if r.get("feature_network") and r.get(key) is not None},
+                                               key=str))
+
+
 def _protocol(rows: list[dict]) -> str:
     notes = []
     for run in dict.fromkeys(r["run"] for r in rows):
@@ -130,7 +147,8 @@ def _protocol(rows: list[dict]) -> str:
         if q:
             parts.append(f"samples from {q['weights']} weights at step {q['step']}, compared with the {q['data']} "
                          f"{q['ref_split']} split ({q['ref_n']} images) under feature network `{q['feature_network']}`; "
-                         f"speed at batch {q['batch_size']} on {q['threads']} threads ({q['mixed_precision']})")
+                         f"speed at batch {_values(rs, 'batch_size')} on {_values(rs, 'threads')} threads "
+                         f"({_values(rs, 'mixed_precision')})")
         b = rs[0]
         if b.get("bpd") is not None:
             how = "every term of the bound" if b.get("bpd_exact") else "stratified estimate of the bound (± standard error)"
@@ -166,11 +184,11 @@ def write_chart(rows: list[dict], path: Path, x: str = "seconds") -> None:
                 ax.annotate(f"{r['label']} (n={r['n']}){rec}", (r[key], r["fid"]), textcoords="offset points",
                             xytext=(9, 4), fontsize=7)
     else:
-        lines = list(dict.fromkeys((r["run"], r.get("sampler") or r["label"]) for r in pts))
-        for i, (run, sampler) in enumerate(lines):
-            rs = sorted((r for r in pts if r["run"] == run and (r.get("sampler") or r["label"]) == sampler),
+        lines = list(dict.fromkeys((r["run"], r.get("series") or r["label"]) for r in pts))
+        for i, (run, series) in enumerate(lines):
+            rs = sorted((r for r in pts if r["run"] == run and (r.get("series") or r["label"]) == series),
                         key=lambda r: r[key])
-            name = rs[0]["label"].split(" ")[0] + ("" if len(runs) == 1 else f" ({Path(run).name})")
+            name = series + ("" if len(runs) == 1 else f" ({Path(run).name})")
             c = colors[i % len(colors)]
             ax.plot([r[key] for r in rs], [r["fid"] for r in rs], "-", color=c, alpha=0.7, label=name)
             ax.scatter([r[key] for r in rs], [r["fid"] for r in rs], s=[20 + 300 * (r.get("recall") or 0) for r in rs],
