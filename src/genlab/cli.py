@@ -262,7 +262,8 @@ def cmd_train(args) -> int:
         print(f"genlab: test bits/dim {result['bpd']:.4f}{_how(result)} (L_T {result['prior_bpd']:.4f} + sum L_t-1 "
               f"{result['diffusion_bpd']:.4f} + L_0 {result['decoder_bpd']:.4f}; {result['n']} images, EMA) "
               f"in {fmt_seconds(result['seconds'])}")
-    print(f"genlab: done in {fmt_seconds(time.perf_counter() - t0)}; sample more with: genlab sample {run_dir}")
+    more = f"genlab upscale {run_dir} --image test:0" if cfg.diffusion.super_resolution else f"genlab sample {run_dir}"
+    print(f"genlab: done in {fmt_seconds(time.perf_counter() - t0)}; sample more with: {more}")
     return 0
 
 
