@@ -146,9 +146,10 @@ def test_report_rows_merge_old_and_new_records_and_lines_follow_the_sampler(run_
             {**base, "sampler": "ddim", "steps": 10, "nfe": 10, "eta": 0.0, "spacing": "uniform", "fid": 2.0},
             {**base, "sampler": "ddim", "steps": 20, "nfe": 20, "eta": 0.0, "spacing": "uniform"},
             {**base, "sampler": "ddim", "steps": 20, "nfe": 20, "eta": 1.0, "spacing": "uniform"},
-            {**base, "sampler": "heun", "steps": 5, "nfe": 9, "eta": 0.0, "spacing": "uniform"}]
+            {**base, "sampler": "heun", "steps": 5, "nfe": 9, "eta": 0.0, "spacing": "uniform"},
+            {**base, "sampler": "heun", "steps": 5, "nfe": 9, "eta": 0.0, "spacing": "uniform", "mixed_precision": "no"}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     rows = collect_rows([run])
-    assert sorted(r["label"] for r in rows) == ["DDIM 10", "DDIM 20", "DDIM 20 eta=1", "Heun 5"]
+    assert sorted(r["label"] for r in rows) == ["DDIM 10", "DDIM 20", "DDIM 20 eta=1", "Heun 5", "Heun 5 fp32"]
     assert next(r["fid"] for r in rows if r["label"] == "DDIM 10") == 2.0  # the latest of the same setting
-    assert sorted({r["series"] for r in rows}) == ["DDIM", "DDIM eta=1", "Heun"]
+    assert sorted({r["series"] for r in rows}) == ["DDIM", "DDIM eta=1", "Heun", "Heun fp32"]

@@ -42,7 +42,7 @@ def _setting(r: dict) -> tuple:
     eta = float(r.get("eta") or 0.0) if sampler == "ddim" else None  # only DDIM reads eta
     spacing = (r.get("spacing") or "uniform") if sampler in ("ancestral", "ddim", "pc") else None
     return (r.get("samples_file") or "", sampler, r.get("steps"), eta, spacing, r.get("n"),
-            r.get("weights"), r.get("ref_split"), r.get("step"))
+            r.get("weights"), r.get("ref_split"), r.get("step"), r.get("mixed_precision") == "no")
 
 
 def _series(r: dict) -> str:
@@ -53,7 +53,8 @@ def _series(r: dict) -> str:
     name = names.get(r.get("sampler"), str(r.get("sampler")))
     eta = f" eta={r['eta']:g}" if r.get("eta") and r.get("sampler") == "ddim" else ""
     spacing = f" {r['spacing']}" if r.get("spacing") not in (None, "uniform") else ""
-    return f"{name}{eta}{spacing}"
+    fp32 = " fp32" if r.get("mixed_precision") == "no" else ""  # the network in float32, not bf16
+    return f"{name}{eta}{spacing}{fp32}"
 
 
 def _label(r: dict) -> str:
