@@ -72,7 +72,8 @@ def test_bad_eval_options_give_one_sentence(run_dir, argv, words, capsys):
 
 
 def test_report_writes_the_table_and_the_chart(run_dir, tmp_path, capsys):
-    run_cli(capsys, "eval", run_dir, "--metrics", "fid,kid,pr", "--n", "30", "--steps", "4", "--json")
+    for steps in ("3", "4"):  # two rows, whatever the other tests measured on this run
+        run_cli(capsys, "eval", run_dir, "--metrics", "fid,kid,pr", "--n", "30", "--steps", steps, "--json")
     code, out, _ = run_cli(capsys, "report", run_dir, "--out", tmp_path / "r.md")
     assert code == 0
     md = (tmp_path / "r.md").read_text()
@@ -147,9 +148,13 @@ def test_report_rows_merge_old_and_new_records_and_lines_follow_the_sampler(run_
             {**base, "sampler": "ddim", "steps": 20, "nfe": 20, "eta": 0.0, "spacing": "uniform"},
             {**base, "sampler": "ddim", "steps": 20, "nfe": 20, "eta": 1.0, "spacing": "uniform"},
             {**base, "sampler": "heun", "steps": 5, "nfe": 9, "eta": 0.0, "spacing": "uniform"},
-            {**base, "sampler": "heun", "steps": 5, "nfe": 9, "eta": 0.0, "spacing": "uniform", "mixed_precision": "no"}]
+            {**base, "sampler": "heun", "steps": 5, "nfe": 9, "eta": 0.0, "spacing": "uniform", "mixed_precision": "no"},
+            {**base, "sampler": "ancestral", "steps": 20, "nfe": 20, "class": "all", "guidance": 2.0, "guidance_type": "classifier"},
+            {**base, "sampler": "ancestral", "steps": 20, "nfe": 40, "class": 3, "guidance": 1.0, "guidance_type": "classifier-free"}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     rows = collect_rows([run])
-    assert sorted(r["label"] for r in rows) == ["DDIM 10", "DDIM 20", "DDIM 20 eta=1", "Heun 5", "Heun 5 fp32"]
+    assert sorted(r["label"] for r in rows) == ["DDIM 10", "DDIM 20", "DDIM 20 eta=1", "Heun 5", "Heun 5 fp32",
+                                                "ancestral 20 class 3 cfg w=1", "ancestral 20 classifier s=2"]
     assert next(r["fid"] for r in rows if r["label"] == "DDIM 10") == 2.0  # the latest of the same setting
-    assert sorted({r["series"] for r in rows}) == ["DDIM", "DDIM eta=1", "Heun", "Heun fp32"]
+    assert sorted({r["series"] for r in rows}) == ["DDIM", "DDIM eta=1", "Heun", "Heun fp32",
+                                                   "ancestral class 3 cfg w=1", "ancestral classifier s=2"]

@@ -42,7 +42,19 @@ def _setting(r: dict) -> tuple:
     eta = float(r.get("eta") or 0.0) if sampler == "ddim" else None  # only DDIM reads eta
     spacing = (r.get("spacing") or "uniform") if sampler in ("ancestral", "ddim", "pc") else None
     return (r.get("samples_file") or "", sampler, r.get("steps"), eta, spacing, r.get("n"),
-            r.get("weights"), r.get("ref_split"), r.get("step"), r.get("mixed_precision") == "no")
+            r.get("weights"), r.get("ref_split"), r.get("step"), r.get("mixed_precision") == "no",
+            r.get("class"), r.get("guidance_type"), r.get("guidance"))
+
+
+def _conditioning(r: dict) -> str:
+    """The class asked for and the guidance, as the label shows them ('' for unconditional sampling)."""
+    out = f" class {r['class']}" if r.get("class") not in (None, "all") else ""
+    kind = r.get("guidance_type")
+    if kind == "classifier":
+        out += f" classifier s={r.get('guidance') or 0:g}"
+    elif kind:
+        out += f" cfg w={r.get('guidance') or 0:g}"
+    return out
 
 
 def _series(r: dict) -> str:
@@ -54,7 +66,7 @@ def _series(r: dict) -> str:
     eta = f" eta={r['eta']:g}" if r.get("eta") and r.get("sampler") == "ddim" else ""
     spacing = f" {r['spacing']}" if r.get("spacing") not in (None, "uniform") else ""
     fp32 = " fp32" if r.get("mixed_precision") == "no" else ""  # the network in float32, not bf16
-    return f"{name}{eta}{spacing}{fp32}"
+    return f"{name}{eta}{spacing}{fp32}{_conditioning(r)}"
 
 
 def _label(r: dict) -> str:
@@ -190,10 +202,12 @@ def write_chart(rows: list[dict], path: Path, x: str = "seconds") -> None:
             rs = sorted((r for r in pts if r["run"] == run and (r.get("series") or r["label"]) == series),
                         key=lambda r: r[key])
             name = series + ("" if len(runs) == 1 else f" ({Path(run).name})")
-            c = colors[i % len(colors)]
-            ax.plot([r[key] for r in rs], [r["fid"] for r in rs], "-", color=c, alpha=0.7, label=name)
+            # past the colour cycle, lines differ by dash and marker, so no two look alike
+            c, style, marker = colors[i % len(colors)], ("-", "--", ":")[i // len(colors) % 3], "os^"[i // len(colors) % 3]
+            ax.plot([r[key] for r in rs], [r["fid"] for r in rs], style, color=c, alpha=0.7, label=name, marker=marker,
+                    markersize=4)
             ax.scatter([r[key] for r in rs], [r["fid"] for r in rs], s=[20 + 300 * (r.get("recall") or 0) for r in rs],
-                       color=c, alpha=0.6, edgecolors="black", linewidths=0.5)
+                       color=c, alpha=0.6, edgecolors="black", linewidths=0.5, marker=marker)
         if pts:
             ax.legend(fontsize=8, loc="best")
     if pts:
