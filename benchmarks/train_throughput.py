@@ -1,74 +1,216 @@
-"""Training throughput (images/s) of genlab's U-Net in fp32 and under bf16 autocast.
+"""Training throughput (images/s) of genlab's U-Net against diffusers' UNet2DModel, same shape, same run.
 
-    python benchmarks/train_throughput.py [--batch 64] [--channels 32,64,64] [--attn 14,7] [--steps 20]
+    python benchmarks/train_throughput.py --peer diffusers [--peer-python PY] [--batch 64] [--memory 64,256]
+    python benchmarks/train_throughput.py --check-steps 300 --data-dir ../shared/data/mnist
 
-One full training step is measured: sampling t and eps, the eps-MSE loss (L_simple), the
-backward pass, gradient clipping and the AdamW step, as genlab's Trainer does it. The
-default model is the one issue 2 names: widths (32, 64, 64) on 28x28 inputs with
-self-attention at 14x14 and 7x7, two ResBlocks per level, batch 64. It also prints the
-loss after a fixed number of steps in each precision from the same initialisation, so
-the numerics of the fast path can be checked against fp32.
+One training step is what each library's own training loop does per batch. genlab: t and
+eps drawn, the eps-MSE loss (L_simple), backward, gradient clipping at 1, AdamW, EMA update,
+as its Trainer does; "fp32" is the network in float32, "fast" under bf16 autocast (the
+Trainer's default). diffusers: its train_unconditional example's step
+(``benchmarks/peer_diffusers.py``), in fp32 and under bf16 autocast, and with
+``--peer-compile`` also torch.compile'd. Every configuration runs in its own process, so
+peak resident memory (ru_maxrss) is its own; the resident memory after the warm-up and
+at the end is printed too, so growth with the number of steps shows. The ratio is
+genlab's fastest against the peer's fastest.
+
+The peer runs in diffusers' own virtual environment (genlab never depends on it):
+
+    python3 -m venv benchmarks/.venv-diffusers
+    benchmarks/.venv-diffusers/bin/pip install torch==2.13.0 && benchmarks/.venv-diffusers/bin/pip install diffusers
+
+``--check-steps N`` trains the same shape on real data with ``genlab train`` for N steps
+in fp32 and in the fast path from the same seed and compares the loss curves and the test
+bits/dim (the fast path must match fp32 within 1%).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import torch
-
-from genlab.diffusion import Denoiser, GaussianDiffusion
-from genlab.nets import UNet
+HERE = Path(__file__).resolve().parent
+DEFAULT_PEER_PYTHON = HERE / ".venv-diffusers" / "bin" / "python"
 
 
-def run(precision: str, args) -> tuple[float, float]:
+def rss_mib() -> float:
+    """Resident memory of this process now (Linux /proc), MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def shape_args(args) -> list[str]:
+    return ["--batch", str(args.batch), "--size", str(args.size), "--channels", ",".join(map(str, args.channels)),
+            "--attn", ",".join(map(str, args.attn)), "--res-blocks", str(args.res_blocks), "--head-dim", str(args.head_dim)]
+
+
+def worker(args) -> None:
+    """Time genlab's training step in one configuration; print one JSON line."""
+    import torch
+
+    from genlab.diffusion import Denoiser, GaussianDiffusion
+    from genlab.nets import UNet
+    from genlab.training.ema import EMA
+
     torch.manual_seed(0)
     net = UNet(image_size=args.size, in_channels=1, channels=args.channels, num_res_blocks=args.res_blocks,
-               attn_resolutions=args.attn, dropout=0.0)
+               attn_resolutions=args.attn, dropout=0.0, head_dim=args.head_dim)
     diff = GaussianDiffusion.from_schedule("linear", 1000)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-4)
+    ema = EMA(net, 0.999)
     gen = torch.Generator().manual_seed(1)
     x0 = torch.rand(args.batch, 1, args.size, args.size, generator=gen) * 2 - 1
+    amp = args.worker == "fast"
     times, losses = [], []
+    rss_warm = None
+    t_start = time.perf_counter()
+    first = None
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = diff.training_losses(Denoiser(net), x0, t, noise)["loss"].mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = diff.training_losses(Denoiser(net), x0, t, noise)["loss"].float().mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        ema.update(net, step + 1)
+        losses.append(loss.item())
+        if first is None:
+            first = time.perf_counter() - t_start
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
-        losses.append(loss.item())
-    times.sort()
-    median = times[len(times) // 2]
-    return args.batch / median, sum(losses[-5:]) / 5
+        if step + 1 == args.warmup:
+            rss_warm = rss_mib()
+    median = statistics.median(times)
+    print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, "seconds": median,
+                      "images_per_s": args.batch / median, "first_step_s": first,
+                      "parameters": sum(p.numel() for p in net.parameters()), "rss_warm_mib": rss_warm,
+                      "rss_end_mib": rss_mib(), "peak_rss_mib": peak_rss_mib(), "loss_last": losses[-1],
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+
+
+def run_json(cmd: list[str], env=None) -> list[dict]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise SystemExit(f"benchmark step failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def peer_rows(args, batch: int) -> list[dict]:
+    py = Path(args.peer_python)
+    if not py.exists():
+        raise SystemExit(f"no Python for the peer at {py}; create diffusers' environment as this script's docstring "
+                         "says, or pass --peer-python PATH.")
+    configs = "fp32,bf16" + (",compile" if args.peer_compile else "")
+    a = argparse.Namespace(**{**vars(args), "batch": batch})
+    return run_json([str(py), str(HERE / "peer_diffusers.py"), "train", *shape_args(a), "--configs", configs,
+                     "--steps", str(args.steps), "--warmup", str(args.warmup)])
+
+
+def genlab_rows(args, batch: int) -> list[dict]:
+    a = argparse.Namespace(**{**vars(args), "batch": batch})
+    rows = []
+    for config in ("fp32", "fast"):
+        rows += run_json([sys.executable, __file__, "--worker", config, *shape_args(a), "--steps", str(args.steps),
+                          "--warmup", str(args.warmup)])
+    return rows
+
+
+def check_numerics(args) -> None:
+    """Train with genlab train in fp32 and in the fast path; compare loss curves and test bits/dim."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("no", "bf16"):
+            run = Path(tmp) / precision
+            cmd = [sys.executable, "-m", "genlab", "train", "--data", args.data, "--channels", ",".join(map(str, args.channels)),
+                   "--attn", ",".join(map(str, args.attn)), "--res-blocks", str(args.res_blocks), "--head-dim", str(args.head_dim),
+                   "--dropout", "0", "--batch-size", str(args.batch), "--steps", str(args.check_steps), "--log-every", "25",
+                   "--mixed-precision", precision, "--eval-limit", "500", "--eval-t-samples", "50", "--sample-every", "0",
+                   "--no-progress", "--out", str(run)]
+            if args.data_dir:
+                cmd += ["--data-dir", args.data_dir]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            curve = [r["loss"] for r in recs if "loss" in r and "step" in r and r.get("event") is None]
+            bpd = [r for r in recs if "bpd" in r][-1]
+            out[precision] = {"curve": curve, "bpd": bpd["bpd"], "bpd_se": bpd.get("bpd_se"), "seconds": time.perf_counter() - t0,
+                              "ips": statistics.median(r["images_per_s"] for r in recs if "images_per_s" in r)}
+    a, b = out["no"], out["bf16"]
+    tail = max(1, len(a["curve"]) // 4)
+    la, lb = statistics.mean(a["curve"][-tail:]), statistics.mean(b["curve"][-tail:])
+    print(f"\n{args.check_steps} steps of genlab train on {args.data}, batch {args.batch}, same seed; "
+          f"loss = mean of the last {tail} logged windows of 25 steps; bits/dim on 500 test images, 50 timesteps each")
+    print(f"  {'':10s} {'loss':>8s} {'bits/dim':>16s} {'images/s':>9s} {'seconds':>8s}")
+    for name, r, loss in (("fp32", a, la), ("fast bf16", b, lb)):
+        print(f"  {name:10s} {loss:8.4f} {r['bpd']:9.4f} +- {r['bpd_se'] or 0:.4f} {r['ips']:9.1f} {r['seconds']:8.0f}")
+    print(f"  fast / fp32: loss {lb / la - 1:+.2%}, bits/dim {b['bpd'] / a['bpd'] - 1:+.2%}, "
+          f"loss curve max relative gap {max(abs(y / x - 1) for x, y in zip(a['curve'], b['curve'])):.2%}")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=28)
-    p.add_argument("--channels", type=lambda s: tuple(int(c) for c in s.split(",")), default=(32, 64, 64))
-    p.add_argument("--attn", type=lambda s: tuple(int(c) for c in s.split(",") if c), default=(14, 7))
+    p.add_argument("--channels", type=lambda s: [int(c) for c in s.split(",")], default=[32, 64, 64])
+    p.add_argument("--attn", type=lambda s: [int(c) for c in s.split(",") if c], default=[14, 7])
     p.add_argument("--res-blocks", type=int, default=2)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--head-dim", type=int, default=32, help="channels per attention head, both libraries (default 32)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--peer", choices=("diffusers", "none"), default="none")
+    p.add_argument("--peer-python", default=os.environ.get("GENLAB_PEER_PYTHON", str(DEFAULT_PEER_PYTHON)))
+    p.add_argument("--peer-compile", action="store_true", help="also time torch.compile'd diffusers (minutes of compiling)")
+    p.add_argument("--memory", type=lambda s: [int(c) for c in s.split(",") if c], default=[],
+                   help="also measure at these batch sizes (peak memory), e.g. 64,256")
+    p.add_argument("--check-steps", type=int, default=0, help="compare fp32 and fast training on real data over N steps")
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--worker", choices=("fp32", "fast"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    n = sum(p.numel() for p in UNet(image_size=args.size, channels=args.channels, num_res_blocks=args.res_blocks,
-                                    attn_resolutions=args.attn).parameters())
-    print(f"U-Net widths {args.channels}, attention at {args.attn}, {args.res_blocks} ResBlocks/level, "
-          f"{n / 1e6:.2f}M parameters, {args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    results = {}
-    for precision in ("fp32", "bf16"):
-        ips, loss = run(precision, args)
-        results[precision] = ips
-        print(f"  {precision:5s} {ips:8.1f} images/s   mean loss of the last 5 of {args.warmup + args.steps} steps {loss:.4f}")
-    print(f"  bf16 / fp32 = {results['bf16'] / results['fp32']:.2f}x")
+    if args.worker:
+        return worker(args)
+
+    import torch
+
+    print(f"U-Net widths {tuple(args.channels)}, attention at {tuple(args.attn)} ({args.head_dim} channels per head), "
+          f"{args.res_blocks} ResBlocks per level, {args.size}x{args.size}x1, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; median of {args.steps} steps after {args.warmup} warm-up steps")
+    for batch in [args.batch] + [b for b in args.memory if b != args.batch]:
+        rows = genlab_rows(args, batch)
+        if args.peer == "diffusers":
+            rows += peer_rows(args, batch)
+        print(f"\nbatch {batch}")
+        print(f"  {'library':18s} {'config':8s} {'params':>7s} {'images/s':>9s} {'ms/step':>8s} {'1st step s':>10s} "
+              f"{'peak RSS MiB':>12s} {'RSS warm->end':>14s}")
+        for r in rows:
+            lib = r.get("library") or r.get("peer")
+            growth = f"{r['rss_warm_mib']:.0f}->{r['rss_end_mib']:.0f}" if r.get("rss_warm_mib") else ""
+            print(f"  {lib:18s} {r['config']:8s} {r['parameters'] / 1e6:6.2f}M {r['images_per_s']:9.1f} "
+                  f"{r['seconds'] * 1e3:8.0f} {r['first_step_s']:10.1f} {r['peak_rss_mib']:12.0f} {growth:>14s}")
+        ours = max((r for r in rows if r.get("library") == "genlab"), key=lambda r: r["images_per_s"])
+        fp32 = next(r for r in rows if r.get("library") == "genlab" and r["config"] == "fp32")
+        print(f"  genlab fast / genlab fp32 = {next(r for r in rows if r.get('config') == 'fast' and r.get('library'))['images_per_s'] / fp32['images_per_s']:.2f}x")
+        peers = [r for r in rows if r.get("peer")]
+        if peers:
+            best = max(peers, key=lambda r: r["images_per_s"])
+            print(f"  genlab best ({ours['config']}) / diffusers best ({best['config']}) = "
+                  f"{ours['images_per_s'] / best['images_per_s']:.2f}x   (goal: 5x)")
+    if args.check_steps:
+        check_numerics(args)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,39 @@ def test_time_mlp_for_points():
     net = TimeMLP(dim=2, hidden=32, depth=2, num_classes=8)
     out = net(torch.randn(5, 2), torch.arange(5), y=torch.arange(5))
     assert out.shape == (5, 2)
+
+
+def _attention_by_hand(block, x):
+    """Multi-head attention written position by position: softmax(q.k / sqrt(d)) v, then the projection."""
+    B, C, H, W = x.shape
+    d = C // block.heads
+    qkv = block.qkv(block.norm(x)).reshape(B, 3, block.heads, d, H * W)
+    out = torch.zeros(B, block.heads, d, H * W, dtype=x.dtype)
+    for b in range(B):
+        for h in range(block.heads):
+            q, k, v = qkv[b, 0, h], qkv[b, 1, h], qkv[b, 2, h]  # [d, HW] each
+            for i in range(H * W):
+                w = torch.softmax(torch.stack([q[:, i] @ k[:, j] for j in range(H * W)]) / math.sqrt(d), 0)
+                out[b, h, :, i] = v @ w
+    return x + block.proj(out.reshape(B, C, H, W))
+
+
+def test_attention_block_explicit_and_flash_forms_agree_with_the_definition_and_in_their_gradients():
+    from genlab.nets.unet import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(16, head_dim=8, groups=4).double()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 16, 3, 4, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for limit in (10 ** 9, 0):  # explicit matmuls, then scaled_dot_product_attention
+        block.explicit_max_tokens = limit
+        out = block(x)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.pow(2).sum(), [x, *block.parameters()]))
+    with torch.no_grad():
+        torch.testing.assert_close(outs[0], _attention_by_hand(block, x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-10)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

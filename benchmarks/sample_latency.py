@@ -1,0 +1,92 @@
+"""Milliseconds per network evaluation when sampling: genlab's U-Net against diffusers', same shape, same run.
+
+    python benchmarks/sample_latency.py --peer diffusers [--peer-python PY] [--batch 64]
+
+One network evaluation is the forward pass a sampler makes per step, with gradients off:
+genlab under ``torch.no_grad`` as its samplers run it, in fp32 and under bf16 autocast
+(what ``genlab sample`` uses for a bf16-trained run); diffusers' ``UNet2DModel`` likewise
+(``benchmarks/peer_diffusers.py sample``). Each configuration runs in its own process;
+the median of ``--steps`` evaluations after ``--warmup`` is reported, and the ratio is
+the peer's fastest against genlab's fastest. The shape options and the peer's environment
+are those of ``train_throughput.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from train_throughput import DEFAULT_PEER_PYTHON, HERE, Path, os, peak_rss_mib, run_json, shape_args
+
+
+def worker(args) -> None:
+    import torch
+
+    from genlab.nets import UNet
+
+    torch.manual_seed(0)
+    net = UNet(image_size=args.size, in_channels=1, channels=args.channels, num_res_blocks=args.res_blocks,
+               attn_resolutions=args.attn, dropout=0.0, head_dim=args.head_dim).eval()
+    x = torch.randn(args.batch, 1, args.size, args.size)
+    t = torch.full((args.batch,), 500)
+    times = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.worker == "fast"):
+        for step in range(args.warmup + args.steps):
+            t0 = time.perf_counter()
+            net(x, t).float()
+            if step >= args.warmup:
+                times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, "ms": median * 1e3,
+                      "parameters": sum(p.numel() for p in net.parameters()), "peak_rss_mib": peak_rss_mib(),
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--channels", type=lambda s: [int(c) for c in s.split(",")], default=[32, 64, 64])
+    p.add_argument("--attn", type=lambda s: [int(c) for c in s.split(",") if c], default=[14, 7])
+    p.add_argument("--res-blocks", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--peer", choices=("diffusers", "none"), default="none")
+    p.add_argument("--peer-python", default=os.environ.get("GENLAB_PEER_PYTHON", str(DEFAULT_PEER_PYTHON)))
+    p.add_argument("--worker", choices=("fp32", "fast"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+
+    import torch
+
+    print(f"U-Net widths {tuple(args.channels)}, attention at {tuple(args.attn)} ({args.head_dim} channels per head), "
+          f"{args.res_blocks} ResBlocks per level, {args.size}x{args.size}x1, batch {args.batch}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; median of {args.steps} evaluations after {args.warmup} warm-up")
+    rows = []
+    for config in ("fp32", "fast"):
+        rows += run_json([sys.executable, __file__, "--worker", config, *shape_args(args), "--steps", str(args.steps),
+                          "--warmup", str(args.warmup)])
+    if args.peer == "diffusers":
+        if not Path(args.peer_python).exists():
+            raise SystemExit(f"no Python for the peer at {args.peer_python}; see train_throughput.py's docstring, "
+                             "or pass --peer-python PATH.")
+        rows += run_json([args.peer_python, str(HERE / "peer_diffusers.py"), "sample", *shape_args(args),
+                          "--configs", "fp32,bf16", "--steps", str(args.steps), "--warmup", str(args.warmup)])
+    print(f"  {'library':18s} {'config':8s} {'params':>7s} {'ms/eval':>8s} {'peak RSS MiB':>12s}")
+    for r in rows:
+        print(f"  {r.get('library') or r.get('peer'):18s} {r['config']:8s} {r['parameters'] / 1e6:6.2f}M {r['ms']:8.1f} "
+              f"{r['peak_rss_mib']:12.0f}")
+    ours = min((r for r in rows if r.get("library")), key=lambda r: r["ms"])
+    peers = [r for r in rows if r.get("peer")]
+    if peers:
+        best = min(peers, key=lambda r: r["ms"])
+        print(f"  diffusers best ({best['config']}) ms / genlab best ({ours['config']}) ms = {best['ms'] / ours['ms']:.2f}x   (goal: 5x)")
+
+
+if __name__ == "__main__":
+    main()
