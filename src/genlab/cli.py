@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, default=None, help="JSON or TOML file of settings (same sections as config.json); flags override it")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint (same step, same data order)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="train in N processes on this machine (gloo on CPUs, NCCL on GPUs), each on 1/N of every "
+                        "batch: --batch-size stays the global batch and must be a multiple of N; for several "
+                        "machines use accelerate launch or torchrun (see the README)")
     t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     _add_config_flags(t)
 
@@ -189,9 +193,17 @@ def cmd_train(args) -> int:
 
     from genlab.run import build_family, read_run_config
     from genlab.training.checkpoint import latest_checkpoint
-    from genlab.training.trainer import Trainer, count_parameters, fmt_seconds
+    from genlab.training.launch import as_in_first_process, launch, launched_processes
+    from genlab.training.trainer import Trainer, check_batch, count_parameters, fmt_seconds
     from genlab.viz import save_samples
 
+    launched = launched_processes()
+    if args.processes is not None:
+        if args.processes < 1:
+            raise ConfigError(f"--processes must be at least 1, not {args.processes}.")
+        if launched is not None and launched != args.processes:
+            raise ConfigError(f"--processes {args.processes} differs from the {launched} processes accelerate launch or "
+                              f"torchrun started; drop --processes when using a launcher.")
     overrides = _cli_overrides(args)
     file_overrides = read_config_file(args.config) if args.config else {}
     if args.resume:
@@ -215,15 +227,24 @@ def cmd_train(args) -> int:
             raise ConfigError(f"{args.out} is a {cfg.family} run; resume it with genlab train {cfg.family} --resume.")
         cfg = dataclasses.replace(cfg, family=args.family)
     run_dir = args.out or Path("runs") / f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if args.out is None and launched and launched > 1:
+        run_dir = as_in_first_process(run_dir)  # the clock may have ticked between the processes
     if not args.resume and (run_dir / "config.json").exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out.")
+    ckpt = latest_checkpoint(run_dir) if args.resume else None
 
+    # with --processes this process loads and checks everything before it starts the others:
+    # a download happens once, and bad input is said once
     t0 = time.perf_counter()
     train = _load_data(cfg, "train")
     cfg = _describe(cfg, train)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         family = build_family(cfg)
+    if args.processes and args.processes > 1 and launched is None:
+        check_batch(family, cfg, len(train), args.processes)
+        del train, family
+        return launch(args.argv, args.processes)
     if cfg.diffusion.super_resolution:  # its progress grids upscale training images
         from genlab.diffusion.superres import set_preview
 
@@ -234,15 +255,19 @@ def cmd_train(args) -> int:
     trainer = Trainer(family, cfg, run_dir, _data_tensor(train),
                       save_samples=None if classifier else lambda x, path: save_samples(x, path, levels, reference),
                       progress=not args.no_progress, labels=train.labels if getattr(family, "uses_labels", False) else None)
-    if args.resume:
-        ckpt = latest_checkpoint(run_dir)
+    say = print if trainer.is_main else lambda *a, **k: None  # one process speaks for all
+    if ckpt:
         trainer.load(ckpt)
-        print(f"genlab: resuming {run_dir} from step {trainer.step} ({ckpt.name})")
+        say(f"genlab: resuming {run_dir} from step {trainer.step} ({ckpt.name})")
     what = f"{len(train)} images {'x'.join(map(str, cfg.data.shape))}, {levels} levels" if levels else f"{len(train)} points"
-    print(f"genlab: training {cfg.family} on {cfg.data.name} ({what}), {count_parameters(family) / 1e6:.2f}M parameters, {cfg.train.steps} steps at batch "
-          f"{cfg.train.batch_size}, precision {cfg.train.mixed_precision}")
-    print(f"genlab: run directory {run_dir}")
+    n = trainer.accelerator.num_processes
+    batch = f"{cfg.train.batch_size}" + (f" ({cfg.train.batch_size // n} in each of {n} processes)" if n > 1 else "")
+    say(f"genlab: training {cfg.family} on {cfg.data.name} ({what}), {count_parameters(family) / 1e6:.2f}M parameters, {cfg.train.steps} steps at batch "
+        f"{batch}, precision {cfg.train.mixed_precision}")
+    say(f"genlab: run directory {run_dir}")
     summary = trainer.fit()
+    if not trainer.is_main:
+        return 0  # the first process alone reports and evaluates
     print(f"genlab: trained to step {summary['steps']} in {fmt_seconds(summary['seconds'])}; "
           f"checkpoint {summary['checkpoint']}")
     if summary["grid"]:
@@ -904,6 +929,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # for genlab train --processes
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "report": cmd_report,
                 "features": cmd_features, "inpaint": cmd_inpaint, "upscale": cmd_upscale}
     try:

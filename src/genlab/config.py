@@ -69,7 +69,7 @@ class DiffusionConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = _opt(2000, "--steps", "optimiser steps")
-    batch_size: int = _opt(128, "--batch-size", "images per step")
+    batch_size: int = _opt(128, "--batch-size", "images per step, over all processes (the global batch)")
     lr: float = _opt(1e-3, "--lr", "peak learning rate (AdamW)")
     warmup: int = _opt(100, "--warmup", "linear learning-rate warm-up steps")
     weight_decay: float = _opt(0.0, "--weight-decay", "AdamW weight decay")

@@ -123,13 +123,13 @@ class DDPM(nn.Module):
         f = self.super_resolution
         return {"low_res": superres.condition(superres.downsample(batch, f), f, self.levels)}
 
-    def forward(self, batch: torch.Tensor, generator: torch.Generator,
-                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, batch: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None,
+                shard: tuple[slice, int] | None = None) -> dict[str, torch.Tensor]:
         """What the Trainer calls (so a DDP wrapper sees the forward pass): :meth:`losses`."""
-        return self.losses(batch, generator, labels)
+        return self.losses(batch, generator, labels, shard)
 
-    def losses(self, batch: torch.Tensor, generator: torch.Generator,
-               labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(self, batch: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None,
+               shard: tuple[slice, int] | None = None) -> dict[str, torch.Tensor]:
         """Per-example training terms for a batch of data; t from the timestep sampler, eps ~ N(0, I).
 
         With importance sampling of t, ``"loss"`` is weighted by 1 / (T p_t) (unbiased) and, in
@@ -138,15 +138,21 @@ class DDPM(nn.Module):
         label with probability ``cond_drop_prob`` (drawn from ``generator``, after t and eps, so
         an unconditional model's random stream is unchanged). ``labels=None`` trains the null
         label only. An unconditional model ignores ``labels``.
+
+        ``shard`` = (rows, B) when training in several processes: ``batch`` (and ``labels``) are
+        the slice ``rows`` of a global batch of B examples. t, eps and the label drops are then
+        drawn for all B rows, as one process would draw them, and only ``rows`` are kept, so N
+        processes with B/N rows each see the same noise as one process with B. (With
+        importance sampling each process feeds only its own rows to the loss history.)
         """
         x0 = self.to_model(batch)
-        B = x0.shape[0]
+        rows, B = shard or (slice(None), x0.shape[0])
         t, weights = self.timestep_sampler.sample(B, generator)
-        t, weights = t.to(x0.device), weights.to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        t, weights = t[rows].to(x0.device), weights[rows].to(x0.device)
+        noise = torch.randn((B, *x0.shape[1:]), generator=generator)[rows].to(x0.device)
         cond = self.condition(batch)
         if self.num_classes:
-            cond["y"] = self.drop_labels(labels, B, generator).to(x0.device)
+            cond["y"] = self.drop_labels(labels, B, generator, rows).to(x0.device)
         terms = self.diffusion.training_losses(self.denoiser, x0, t, noise, loss=self.loss_type, levels=self.levels or 256,
                                                weighting=self.weighting, weighting_gamma=self.weighting_gamma,
                                                vlb_weight=self.vlb_weight, **cond)
@@ -155,12 +161,17 @@ class DDPM(nn.Module):
         terms["loss"] = terms["loss"] * weights
         return terms
 
-    def drop_labels(self, labels: torch.Tensor | None, B: int, generator: torch.Generator) -> torch.Tensor:
-        """Labels [B] with each replaced by the null label ``num_classes`` with probability ``cond_drop_prob``."""
-        null = torch.full((B,), self.num_classes, dtype=torch.long)
+    def drop_labels(self, labels: torch.Tensor | None, B: int, generator: torch.Generator,
+                    rows: slice = slice(None)) -> torch.Tensor:
+        """Labels with each replaced by the null label ``num_classes`` with probability ``cond_drop_prob``.
+
+        ``labels`` are the rows ``rows`` of a batch of B (all of it by default); the draws are made
+        for all B rows and these rows returned.
+        """
+        null = torch.full((B,), self.num_classes, dtype=torch.long)[rows]
         if labels is None:
             return null
-        drop = torch.rand(B, generator=generator) < self.cond_drop_prob
+        drop = (torch.rand(B, generator=generator) < self.cond_drop_prob)[rows]
         return torch.where(drop, null, labels.detach().cpu().long())
 
     @torch.no_grad()

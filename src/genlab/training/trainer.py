@@ -4,7 +4,9 @@ A family is an ``nn.Module`` whose ``forward(batch, generator)`` returns a dict 
 per-example loss terms (``"loss"`` is optimised) and which has ``sample(n, seed=...)``
 (only needed when sample grids are written). Given ``labels``, the Trainer calls
 ``forward(batch, generator, labels=...)`` with the batch's labels (class-conditional
-models, classifiers).
+models, classifiers). To train in several processes a family's ``forward`` also takes
+``shard=(rows, B)``: ``batch`` is then the slice ``rows`` of a global batch of B examples,
+and the family draws its randomness for all B rows and keeps these (see below).
 The Trainer owns everything else: AdamW with warm-up, gradient clipping, EMA,
 mixed precision and devices (through Accelerate), checkpoints, ``metrics.jsonl``,
 sample grids and the progress bar.
@@ -12,12 +14,24 @@ sample grids and the progress bar.
 Determinism: the data order of step s is a function of (seed, s) alone, and the noise
 generator and torch's global RNG (dropout) are saved in every checkpoint, so
 ``resume`` continues exactly where the run stopped.
+
+Several processes (``accelerate launch``, ``torchrun``, ``genlab train --processes N``):
+``batch_size`` is the global batch B, and process r of N trains on rows
+[r B/N, (r+1) B/N) of the batch one process would take (:func:`shard_rows`). Every
+process holds the same noise generator and draws t and eps for all B rows, so each row
+gets the noise it would get in one process; DDP averages the gradients of the equal
+shards, which is the gradient of the mean over B. N processes therefore train the same
+parameters as one (up to float rounding), and checkpoints move freely between the two.
+The first process alone writes checkpoints, ``metrics.jsonl`` (the loss averaged over
+all processes), sample grids and the progress bar.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +62,29 @@ def batch_indices(num_items: int, batch_size: int, seed: int, step: int) -> torc
     return perm[i * batch_size:(i + 1) * batch_size]
 
 
+def shard_rows(batch_size: int, rank: int, num_processes: int) -> slice:
+    """The rows of a global batch that process ``rank`` of ``num_processes`` trains on.
+
+    Equal, contiguous and disjoint, in rank order, so together they are the whole batch.
+    """
+    if batch_size % num_processes:
+        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {num_processes} processes; "
+                          f"pass a --batch-size that is a multiple of {num_processes}.")
+    n = batch_size // num_processes
+    return slice(rank * n, (rank + 1) * n)
+
+
+def check_batch(family: nn.Module, cfg: RunConfig, num_examples: int, num_processes: int) -> None:
+    """Raise a ConfigError unless the global batch fits the data and ``family`` can split it over the processes."""
+    B = cfg.train.batch_size
+    if B > num_examples:
+        raise ConfigError(f"--batch-size {B} is larger than the training set ({num_examples} examples); pass a smaller --batch-size.")
+    shard_rows(B, 0, num_processes)
+    if num_processes > 1 and "shard" not in inspect.signature(family.forward).parameters:
+        raise ConfigError(f"the {cfg.family} family trains in one process only; drop --processes "
+                          f"(and accelerate launch or torchrun).")
+
+
 class Trainer:
     """Train ``family`` on ``data`` (a tensor of examples) into ``run_dir``.
 
@@ -73,25 +110,38 @@ class Trainer:
             raise ValueError(f"{len(labels)} labels for {len(data)} examples")
         self.save_samples = save_samples
         self.progress = progress
-        if tc.batch_size > len(data):
-            raise ConfigError(f"--batch-size {tc.batch_size} is larger than the training set ({len(data)} examples); pass a smaller --batch-size.")
-        self.accelerator = _accelerator(tc.mixed_precision)
+        self.accelerator = acc = _accelerator(tc.mixed_precision)
+        check_batch(family, cfg, len(data), acc.num_processes)
+        self.rows = shard_rows(tc.batch_size, acc.process_index, acc.num_processes)
+        if acc.num_processes > 1:
+            # DDP compares strides literally: a 1x1 conv's [C, C, 1, 1] gradient may carry other strides
+            # in its size-1 dimensions, with the same memory layout, and no cost
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.optimizer = torch.optim.AdamW(family.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.model, self.optimizer = self.accelerator.prepare(family, self.optimizer)
         self.ema = EMA(self.unwrapped, tc.ema_decay)
+        # the same generator in every process: each draws the noise of the whole global batch
         self.noise_gen = torch.Generator().manual_seed(tc.seed + 1)
-        torch.manual_seed(tc.seed + 2)  # dropout draws from the global RNG; saved in checkpoints
+        # dropout draws from the global RNG (saved in checkpoints); it is not sharded like the
+        # noise, so with dropout > 0 several processes match one process only in distribution
+        torch.manual_seed(tc.seed + 2)
         self.step = 0
 
     @property
     def unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this is the process that writes (the only one in a one-process run)."""
+        return self.accelerator.is_main_process
+
     # ----- checkpoints -------------------------------------------------------------------
     def checkpoint_path(self, step: int) -> Path:
         return self.run_dir / "checkpoints" / f"step_{step:07d}.safetensors"
 
     def save(self) -> Path:
+        """Write a checkpoint of this step (the unwrapped model: the same file from any number of processes)."""
         tensors = {f"model.{k}": v for k, v in self.unwrapped.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         optim_tensors, param_groups = optimizer_to_tensors(self.optimizer)
@@ -120,7 +170,7 @@ class Trainer:
         return self.tc.lr * min(1.0, (step + 1) / max(1, self.tc.warmup))
 
     def write_samples(self, tag: str) -> Path | None:
-        if self.save_samples is None:
+        if self.save_samples is None or not self.is_main:
             return None
         tc = self.tc
         n = getattr(self.ema.model, "preview_count", 64)
@@ -131,43 +181,55 @@ class Trainer:
         return path
 
     def log(self, record: dict) -> None:
-        append_metrics(self.run_dir, record)
+        if self.is_main:
+            append_metrics(self.run_dir, record)
+
+    def mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+        """``values`` averaged over all processes (each holds the mean over its equal shard)."""
+        if self.accelerator.num_processes == 1:
+            return values
+        x = torch.tensor(list(values.values()), dtype=torch.float64, device=self.accelerator.device)
+        return dict(zip(values, self.accelerator.reduce(x, "mean").tolist()))
 
     def fit(self) -> dict:
         """Train until ``cfg.train.steps``; returns a summary (steps, seconds, final loss, last grid)."""
         tc = self.tc
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.json", self.cfg.to_json() + "\n")
-        device = self.accelerator.device
+        acc = self.accelerator
+        acc.wait_for_everyone()  # every process has checked the run directory before the first writes to it
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.json", self.cfg.to_json() + "\n")
+        device = acc.device
+        shard = {} if acc.num_processes == 1 else {"shard": (self.rows, tc.batch_size)}
         start_step = self.step
-        bar = progress_bar(total=tc.steps, initial=start_step, disable=not self.progress, unit="step")
+        bar = progress_bar(total=tc.steps, initial=start_step, disable=not (self.progress and self.is_main), unit="step")
         t_start = t_log = time.perf_counter()
         window: dict[str, float] = {}
         window_n = 0
         last_grid = None
         self.model.train()
         while self.step < tc.steps:
-            idx = batch_indices(len(self.data), tc.batch_size, tc.seed, self.step)
+            idx = batch_indices(len(self.data), tc.batch_size, tc.seed, self.step)[self.rows]
             batch = self.data[idx].to(device, non_blocking=True)
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             extra = {} if self.labels is None else {"labels": self.labels[idx].to(device, non_blocking=True)}
-            with self.accelerator.autocast():
-                terms = self.model(batch, self.noise_gen, **extra)
+            with acc.autocast():
+                terms = self.model(batch, self.noise_gen, **extra, **shard)
             loss = terms["loss"].float().mean()
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss.item()} at step {self.step}; lower --lr (now {tc.lr:g}) or use "
                     f"--mixed-precision no, and --resume from the last checkpoint in {self.run_dir / 'checkpoints'}."
                 )
-            self.accelerator.backward(loss)
+            acc.backward(loss)  # DDP averages the gradients over the processes' equal shards
             if tc.grad_clip > 0:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+                acc.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            self.ema.update(self.unwrapped, self.step)
+            self.ema.update(self.unwrapped, self.step)  # in every process (the same weights); main writes it
 
             for k, v in terms.items():
                 window[k] = window.get(k, 0.0) + v.detach().float().mean().item()
@@ -176,19 +238,21 @@ class Trainer:
             if self.step % tc.log_every == 0 or self.step == tc.steps:
                 now = time.perf_counter()
                 ips = window_n * tc.batch_size / (now - t_log)
-                record = {"step": self.step, **{k: v / window_n for k, v in window.items()}, "lr": lr,
+                means = self.mean_over_processes({k: v / window_n for k, v in window.items()})
+                record = {"step": self.step, **means, "lr": lr,
                           "images_per_s": ips, "time_s": now - t_start}
                 self.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{ips:.0f}")
                 window, window_n, t_log = {}, 0, now
-            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
+            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < tc.steps and self.is_main:
                 self.save()
             if tc.sample_every and self.step % tc.sample_every == 0 and self.step < tc.steps:
                 self.write_samples(f"step_{self.step:07d}")
                 t_log = time.perf_counter()  # sampling time is not training throughput
         bar.close()
         train_seconds = time.perf_counter() - t_start
-        ckpt = self.save()
+        ckpt = self.save() if self.is_main else self.checkpoint_path(self.step)
+        acc.wait_for_everyone()  # no process finishes before the last checkpoint exists
         last_grid = self.write_samples(f"step_{self.step:07d}")
         return {"steps": self.step, "trained_steps": self.step - start_step, "seconds": train_seconds,
                 "checkpoint": ckpt, "grid": last_grid}

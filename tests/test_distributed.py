@@ -1,0 +1,121 @@
+"""Training in several processes (CPU, gloo): the shards of a batch, the same parameters as one
+process, checkpoints that move between one and two processes, one sentence on bad input.
+
+The two-process runs are real: ``genlab train --processes 2`` and ``accelerate launch`` in
+subprocesses, each with 1 thread, on the tiny U-Net of conftest.py.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import genlab
+from genlab.cli import main
+from genlab.errors import ConfigError
+from genlab.training.checkpoint import latest_checkpoint
+from genlab.training.trainer import batch_indices, shard_rows
+
+from conftest import TINY
+
+# fp32, a loss line per step, no final evaluation; class-conditional with label dropout, so every
+# random draw of a step is sharded
+RUN = [*TINY, "--mixed-precision", "no", "--log-every", "1", "--eval-bpd", "false", "--class-conditional",
+       "--cond-drop", "0.5"]
+ATOL = 1e-5  # fp32: two processes add the two halves' gradients in another order than one process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def genlab_subprocess(*argv, launcher=()) -> subprocess.CompletedProcess:
+    """``python [launcher] -m genlab ARGV`` on the CPU, 1 thread per process, importing this genlab."""
+    src = str(Path(genlab.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("WORLD_SIZE", None)
+    p = subprocess.run([sys.executable, *launcher, "-m", "genlab", *map(str, argv)], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+def tensors(run: Path, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    return {k: v for k, v in load_file(latest_checkpoint(run)).items() if k.startswith(prefix)}
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()  # no "module." prefixes: the same format from any number of processes
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: 4 steps at batch 32 in this process."""
+    out = tmp_path_factory.mktemp("one") / "run"
+    assert main(["train", *RUN, "--steps", "4", "--out", str(out)]) == 0
+    return out
+
+
+def test_the_shards_of_a_batch_are_disjoint_and_cover_it():
+    idx = batch_indices(1437, 48, seed=0, step=31)
+    for n in (1, 2, 3, 4, 6):
+        shards = [idx[shard_rows(48, r, n)] for r in range(n)]
+        assert all(len(s) == 48 // n for s in shards)
+        assert torch.equal(torch.cat(shards), idx)  # in rank order they are the one-process batch
+        assert len(set(torch.cat(shards).tolist())) == 48  # no example twice
+    with pytest.raises(ConfigError, match="does not split evenly over 5 processes"):
+        shard_rows(48, 0, 5)
+
+
+def test_two_processes_train_the_same_parameters_as_one(one_process, tmp_path):
+    two = tmp_path / "two"
+    p = genlab_subprocess("train", *RUN, "--steps", "4", "--out", two, "--processes", 2)
+    assert p.stdout.count("genlab: training ddpm") == 1 and "16 in each of 2 processes" in p.stdout  # one speaks
+    for prefix in ("model.", "ema."):
+        assert max_difference(tensors(one_process, prefix), tensors(two, prefix)) < ATOL, prefix
+    assert losses(two) == pytest.approx(losses(one_process), rel=1e-6)  # averaged over both processes, logged once
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step_0000004.safetensors"]
+
+
+def test_a_checkpoint_moves_between_one_and_two_processes(one_process, tmp_path, capsys):
+    """1 process to step 2, accelerate launch with 2 processes to step 3, 1 process to step 4 == 4 steps in one."""
+    run = tmp_path / "run"
+    assert main(["train", *RUN, "--steps", "2", "--out", str(run)]) == 0
+    accelerate = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                  "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    p = genlab_subprocess("train", "--resume", "--out", run, "--steps", "3", "--no-progress", launcher=accelerate)
+    assert "resuming" in p.stdout and "2 processes" in p.stdout
+    assert main(["train", "--resume", "--out", str(run), "--steps", "4", "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert latest_checkpoint(run).name == "step_0000004.safetensors"
+    assert max_difference(tensors(one_process), tensors(run)) < ATOL
+    assert losses(run) == pytest.approx(losses(one_process), rel=1e-6)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--processes", "3", "--batch-size", "64"], "multiple of 3"),
+    (["--processes", "0"], "at least 1"),
+    (["classifier", "--processes", "2"], "one process only"),
+])
+def test_bad_process_counts_are_one_sentence_and_write_nothing(argv, words, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", *argv, "--steps", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("genlab: error: ") and lines[0].endswith(".") and words in lines[0]
+    assert not out.exists()
