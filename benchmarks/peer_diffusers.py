@@ -126,7 +126,19 @@ def main():
                     if step >= args.warmup:
                         times.append(time.perf_counter() - t0)
         median = statistics.median(times)
+        gflop = None
+        if args.mode == "train" and config != "compile":
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as counter:  # matmuls and convolutions of one step
+                t = torch.randint(0, 1000, (args.batch,), generator=gen)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    pred = net(x0, t).sample
+                torch.nn.functional.mse_loss(pred.float(), x0).backward()
+            opt.zero_grad(set_to_none=True)
+            gflop = counter.get_total_flops() / 1e9
         print(json.dumps({"peer": f"diffusers {diffusers.__version__}", "config": config, "mode": args.mode,
+                          "gflop_per_step": gflop,
                           "batch": args.batch, "seconds": median, "images_per_s": args.batch / median,
                           "ms": median * 1e3, "first_step_s": first,
                           "parameters": sum(q.numel() for q in net.parameters()),

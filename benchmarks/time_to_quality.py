@@ -69,8 +69,8 @@ def main():
                                 "--mixed-precision", "no", "--json", "--no-progress"))
         genlab("sample", str(run), "--n", "1000", "--sampler", "ancestral", "--steps", "20", "--batch-size", "250",
                "--mixed-precision", "no", "--npz", str(work / "genlab-samples.npz"), "--out", str(work / "genlab-grid.png"))
-        ours = {"train_seconds": train_s, "wall_seconds": wall, "steps": args.genlab_steps, "bpd": bpd["bpd"],
-                "bpd_se": bpd.get("bpd_se"), **quality(run, work / "genlab-samples.npz")}
+        ours = {**quality(run, work / "genlab-samples.npz"), "train_seconds": train_s, "wall_seconds": wall,
+                "train_steps": args.genlab_steps, "batch": 64, "bpd": bpd["bpd"], "bpd_se": bpd.get("bpd_se")}
 
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         proc = subprocess.run([args.peer_python, str(HERE / "peer_diffusers.py"), "ttq", "--minutes", str(args.peer_minutes),
@@ -78,14 +78,15 @@ def main():
                               capture_output=True, text=True, env=env)
         if proc.returncode:
             raise SystemExit(f"the peer's run failed:\n{proc.stderr[-3000:]}")
-        peer = json.loads(proc.stdout.strip().splitlines()[-1])
-        peer.update(quality(run, Path(peer["samples"])))
+        trained = json.loads(proc.stdout.strip().splitlines()[-1])
+        peer = {**quality(run, Path(trained["samples"])), **trained, "train_steps": trained["steps"]}
 
     print("MNIST, time to quality (bits/dim: bound on 500 test images, 50 timesteps each, fp32; FID/KID/P/R: "
           "1000 samples, ancestral 20 steps, against the 60k training images, genlab's MNIST feature network)")
-    print(f"  {'recipe':34s} {'train min':>9s} {'steps':>6s} {'bits/dim':>16s} {'FID':>7s} {'KID':>7s} {'prec':>5s} {'recall':>6s}")
+    print(f"  {'recipe':36s} {'train min':>9s} {'steps':>6s} {'batch':>5s} {'bits/dim':>16s} {'FID':>7s} {'KID':>7s} "
+          f"{'prec':>5s} {'recall':>6s}")
     for name, r in (("genlab MNIST preset (bf16)", ours), ("diffusers train_unconditional (fp32)", peer)):
-        print(f"  {name:34s} {r['train_seconds'] / 60:9.1f} {r['steps']:6d} {r['bpd']:8.4f} +- {r['bpd_se']:.4f} "
+        print(f"  {name:36s} {r['train_seconds'] / 60:9.1f} {r['train_steps']:6d} {r['batch']:5d} {r['bpd']:8.4f} +- {r['bpd_se']:.4f} "
               f"{r['fid']:7.3f} {r['kid']:7.4f} {r['precision']:5.3f} {r['recall']:6.3f}")
     better = ours["bpd"] <= peer["bpd"] and ours["fid"] <= peer["fid"]
     print(f"  genlab reaches {'both' if better else 'not both'} of the peer's bits/dim and FID in "

@@ -50,6 +50,27 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 10) -> float:
+    """What this CPU does on a large square matmul, GFLOP/s: the yardstick for the fraction of peak."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
 def shape_args(args) -> list[str]:
     return ["--batch", str(args.batch), "--size", str(args.size), "--channels", ",".join(map(str, args.channels)),
             "--attn", ",".join(map(str, args.attn)), "--res-blocks", str(args.res_blocks), "--head-dim", str(args.head_dim)]
@@ -72,12 +93,8 @@ def worker(args) -> None:
     gen = torch.Generator().manual_seed(1)
     x0 = torch.rand(args.batch, 1, args.size, args.size, generator=gen) * 2 - 1
     amp = args.worker == "fast"
-    times, losses = [], []
-    rss_warm = None
-    t_start = time.perf_counter()
-    first = None
-    for step in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
+
+    def one_step():
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
@@ -86,6 +103,15 @@ def worker(args) -> None:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss
+
+    times, losses = [], []
+    rss_warm = None
+    t_start = time.perf_counter()
+    first = None
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        loss = one_step()
         ema.update(net, step + 1)
         losses.append(loss.item())
         if first is None:
@@ -95,7 +121,12 @@ def worker(args) -> None:
         if step + 1 == args.warmup:
             rss_warm = rss_mib()
     median = statistics.median(times)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:  # matmuls and convolutions of one step, forward and backward
+        one_step()
     print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, "seconds": median,
+                      "gflop_per_step": counter.get_total_flops() / 1e9,
                       "images_per_s": args.batch / median, "first_step_s": first,
                       "parameters": sum(p.numel() for p in net.parameters()), "rss_warm_mib": rss_warm,
                       "rss_end_mib": rss_mib(), "peak_rss_mib": peak_rss_mib(), "loss_last": losses[-1],
@@ -189,18 +220,23 @@ def main():
     print(f"U-Net widths {tuple(args.channels)}, attention at {tuple(args.attn)} ({args.head_dim} channels per head), "
           f"{args.res_blocks} ResBlocks per level, {args.size}x{args.size}x1, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median of {args.steps} steps after {args.warmup} warm-up steps")
+    peak = {d: matmul_peak_gflops(d) for d in ("float32", "bfloat16")}
+    print(f"{cpu_name()}: 2048^3 matmul {peak['float32']:.0f} GFLOP/s in fp32, {peak['bfloat16']:.0f} in bf16 "
+          f"(the fraction of peak below is against the bf16 figure)")
     for batch in [args.batch] + [b for b in args.memory if b != args.batch]:
         rows = genlab_rows(args, batch)
         if args.peer == "diffusers":
             rows += peer_rows(args, batch)
         print(f"\nbatch {batch}")
-        print(f"  {'library':18s} {'config':8s} {'params':>7s} {'images/s':>9s} {'ms/step':>8s} {'1st step s':>10s} "
-              f"{'peak RSS MiB':>12s} {'RSS warm->end':>14s}")
+        print(f"  {'library':18s} {'config':8s} {'params':>7s} {'GFLOP/step':>10s} {'images/s':>9s} {'ms/step':>8s} "
+              f"{'% bf16 peak':>11s} {'1st step s':>10s} {'peak RSS MiB':>12s} {'RSS warm->end':>14s}")
         for r in rows:
             lib = r.get("library") or r.get("peer")
             growth = f"{r['rss_warm_mib']:.0f}->{r['rss_end_mib']:.0f}" if r.get("rss_warm_mib") else ""
-            print(f"  {lib:18s} {r['config']:8s} {r['parameters'] / 1e6:6.2f}M {r['images_per_s']:9.1f} "
-                  f"{r['seconds'] * 1e3:8.0f} {r['first_step_s']:10.1f} {r['peak_rss_mib']:12.0f} {growth:>14s}")
+            gflop = r.get("gflop_per_step") or 0
+            print(f"  {lib:18s} {r['config']:8s} {r['parameters'] / 1e6:6.2f}M {gflop:10.1f} {r['images_per_s']:9.1f} "
+                  f"{r['seconds'] * 1e3:8.0f} {100 * gflop / r['seconds'] / peak['bfloat16']:10.1f}% "
+                  f"{r['first_step_s']:10.1f} {r['peak_rss_mib']:12.0f} {growth:>14s}")
         ours = max((r for r in rows if r.get("library") == "genlab"), key=lambda r: r["images_per_s"])
         fp32 = next(r for r in rows if r.get("library") == "genlab" and r["config"] == "fp32")
         print(f"  genlab fast / genlab fp32 = {next(r for r in rows if r.get('config') == 'fast' and r.get('library'))['images_per_s'] / fp32['images_per_s']:.2f}x")
