@@ -48,7 +48,7 @@ def quality(run: Path, samples: Path) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="folder with the MNIST IDX files")
-    p.add_argument("--peer-python", default=os.environ.get("GENLAB_PEER_PYTHON", str(DEFAULT_PEER_PYTHON)))
+    p.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON)
     p.add_argument("--peer-minutes", type=float, default=20.0)
     p.add_argument("--genlab-steps", type=int, default=850)
     p.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
