@@ -195,7 +195,7 @@ def cmd_train(args) -> int:
     from genlab.run import build_family, read_run_config
     from genlab.training.checkpoint import latest_checkpoint
     from genlab.training.launch import as_in_first_process, launch, launched_processes
-    from genlab.training.trainer import Trainer, check_batch, count_parameters, fmt_seconds
+    from genlab.training.trainer import Trainer, check_batch, count_parameters
     from genlab.viz import save_samples
 
     launched = launched_processes()
@@ -268,7 +268,28 @@ def cmd_train(args) -> int:
     say(f"genlab: run directory {run_dir}")
     summary = trainer.fit()
     if not trainer.is_main:
+        _leave_process_group()
         return 0  # the first process alone reports and evaluates
+    try:
+        return _report_training(args, cfg, trainer, summary, run_dir, levels, classifier, t0)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Close this process's part of the process group (several processes): a process that exits
+    with gloo's threads still running is aborted by the C++ runtime ("terminate called without
+    an active exception", signal 6)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _report_training(args, cfg, trainer, summary, run_dir, levels: int, classifier: bool, t0: float) -> int:
+    """The first process's report after training: where things are, then the test bits/dim."""
+    from genlab.training.trainer import fmt_seconds
+
     print(f"genlab: trained to step {summary['steps']} in {fmt_seconds(summary['seconds'])}; "
           f"checkpoint {summary['checkpoint']}")
     if summary["grid"]:
@@ -996,7 +1017,7 @@ def cmd_hopfield(args) -> int:
           f"(load {len(p) / p.shape[1]:.3f}); {args.corrupt:g} of the pixels flipped; {args.mode} updates, "
           f"{sweeps} sweeps to a fixed point")
     print(f"genlab: recalled exactly {exact} of {len(p)}; overlap with its own pattern "
-          + " ".join(f"{v:.2f}" for v in np.diag(m)) + f"; energy of the recalled states "
+          + " ".join(f"{v:.2f}" for v in np.diag(m)) + "; energy of the recalled states "
           + " ".join(f"{e:.1f}" for e in net.energy(final)))
     print(f"genlab: wrote {out} (rows: stored, corrupted, recalled)")
     return 0

@@ -1,5 +1,6 @@
-"""Energy-based models the notes compare diffusion with: the Hopfield network."""
+"""Energy-based models the notes compare diffusion with: the Hopfield network and the RBM."""
 
 from genlab.ebm.hopfield import Hopfield, binarize, capacity_curve, corrupt
+from genlab.ebm.rbm import RBM
 
-__all__ = ["Hopfield", "binarize", "capacity_curve", "corrupt"]
+__all__ = ["Hopfield", "RBM", "binarize", "capacity_curve", "corrupt"]
