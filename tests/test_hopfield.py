@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from genlab.ebm import Hopfield, binarize, capacity_curve, corrupt
+from genlab.energy import Hopfield, binarize, capacity_curve, corrupt
 
 
 def test_the_notes_example_weights_and_recall_hold_exactly():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from genlab.ebm import RBM
+from genlab.energy import RBM
 
 
 def tiny(visible=6, hidden=3, seed=0, std=1.0):

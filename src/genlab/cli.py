@@ -970,7 +970,7 @@ def cmd_hopfield(args) -> int:
     import numpy as np
     import torch
 
-    from genlab.ebm import Hopfield, binarize, capacity_curve, corrupt
+    from genlab.energy import Hopfield, binarize, capacity_curve, corrupt
 
     if not 0 <= args.corrupt <= 1:
         raise ConfigError(f"--corrupt {args.corrupt} is not a fraction; pass a number between 0 and 1.")
