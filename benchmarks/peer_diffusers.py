@@ -24,17 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import statistics
 import time
 
 import torch
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+from train_throughput import add_shape_args, time_steps  # this folder: the same timing as genlab's side
 
 
 def build(args):
@@ -56,16 +49,9 @@ def build(args):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=("train", "sample", "ttq"))
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--size", type=int, default=28)
+    add_shape_args(p, steps=10, head_dim=0, head_help="attention_head_dim (0: diffusers' default, 8)")
     p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--channels", type=lambda s: [int(c) for c in s.split(",")], default=[32, 64, 64])
-    p.add_argument("--attn", type=lambda s: [int(c) for c in s.split(",") if c], default=[14, 7])
-    p.add_argument("--res-blocks", type=int, default=2)
-    p.add_argument("--head-dim", type=int, default=0, help="attention_head_dim (0: diffusers' default, 8)")
     p.add_argument("--configs", default="fp32,bf16")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="peer-ttq")
@@ -87,15 +73,10 @@ def main():
         gen = torch.Generator().manual_seed(1)
         x0 = torch.rand(args.batch, args.in_channels, args.size, args.size, generator=gen) * 2 - 1
         amp = config == "bf16"
-        times = []
-        rss_warm = None
-        t_start = time.perf_counter()
-        first = None
         if args.mode == "train":
             opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-            losses = []
-            for step in range(args.warmup + args.steps):
-                t0 = time.perf_counter()
+
+            def step(i):
                 noise = torch.randn(x0.shape, generator=gen)
                 t = torch.randint(0, 1000, (args.batch,), generator=gen)
                 xt = sched.add_noise(x0, noise, t)
@@ -106,26 +87,15 @@ def main():
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                if first is None:
-                    first = time.perf_counter() - t_start
-                if step >= args.warmup:
-                    times.append(time.perf_counter() - t0)
-                if step + 1 == args.warmup:
-                    rss_warm = rss_mib()
+                loss.item()
+
+            timing = time_steps(step, args.warmup, args.steps)
         else:
             net.eval()
-            with torch.no_grad():
-                for step in range(args.warmup + args.steps):
-                    t0 = time.perf_counter()
-                    t = torch.full((args.batch,), 500)
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                        net(x0, t).sample.float()
-                    if first is None:
-                        first = time.perf_counter() - t_start
-                    if step >= args.warmup:
-                        times.append(time.perf_counter() - t0)
-        median = statistics.median(times)
+            t_eval = torch.full((args.batch,), 500)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                timing = time_steps(lambda i: net(x0, t_eval).sample.float(), args.warmup, args.steps)
+        median = timing["seconds"]
         gflop = None
         if args.mode == "train" and config != "compile":
             from torch.utils.flop_counter import FlopCounterMode
@@ -138,13 +108,10 @@ def main():
             opt.zero_grad(set_to_none=True)
             gflop = counter.get_total_flops() / 1e9
         print(json.dumps({"peer": f"diffusers {diffusers.__version__}", "config": config, "mode": args.mode,
-                          "gflop_per_step": gflop,
-                          "batch": args.batch, "seconds": median, "images_per_s": args.batch / median,
-                          "ms": median * 1e3, "first_step_s": first,
-                          "parameters": sum(q.numel() for q in net.parameters()),
+                          "gflop_per_step": gflop, "batch": args.batch, **timing, "images_per_s": args.batch / median,
+                          "ms": median * 1e3, "parameters": sum(q.numel() for q in net.parameters()),
                           "down_blocks": down, "up_blocks": up, "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "rss_warm_mib": rss_warm, "rss_end_mib": rss_mib(),
-                          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+                          "threads": torch.get_num_threads()}), flush=True)
 
 
 class _EpsNet(torch.nn.Module):

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
-from train_throughput import DEFAULT_PEER_PYTHON, HERE, Path, os, peak_rss_mib, run_json, shape_args
+from train_throughput import DEFAULT_PEER_PYTHON, HERE, Path, add_shape_args, describe_shape, run_json, shape_args, time_steps
 
 
 def worker(args) -> None:
@@ -32,41 +30,23 @@ def worker(args) -> None:
                attn_resolutions=args.attn, dropout=0.0, head_dim=args.head_dim).eval()
     x = torch.randn(args.batch, 1, args.size, args.size)
     t = torch.full((args.batch,), 500)
-    times = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.worker == "fast"):
-        for step in range(args.warmup + args.steps):
-            t0 = time.perf_counter()
-            net(x, t).float()
-            if step >= args.warmup:
-                times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, "ms": median * 1e3,
-                      "parameters": sum(p.numel() for p in net.parameters()), "peak_rss_mib": peak_rss_mib(),
+        timing = time_steps(lambda i: net(x, t).float(), args.warmup, args.steps)
+    print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, **timing, "ms": timing["seconds"] * 1e3,
+                      "parameters": sum(p.numel() for p in net.parameters()),
                       "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--size", type=int, default=28)
-    p.add_argument("--channels", type=lambda s: [int(c) for c in s.split(",")], default=[32, 64, 64])
-    p.add_argument("--attn", type=lambda s: [int(c) for c in s.split(",") if c], default=[14, 7])
-    p.add_argument("--res-blocks", type=int, default=2)
-    p.add_argument("--head-dim", type=int, default=32)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    add_shape_args(p, steps=20)
     p.add_argument("--peer", choices=("diffusers", "none"), default="none")
     p.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON)
     p.add_argument("--worker", choices=("fp32", "fast"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
-
-    import torch
-
-    print(f"U-Net widths {tuple(args.channels)}, attention at {tuple(args.attn)} ({args.head_dim} channels per head), "
-          f"{args.res_blocks} ResBlocks per level, {args.size}-by-{args.size} pixels, 1 channel, batch {args.batch}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.steps} evaluations after {args.warmup} warm-up")
+    print(describe_shape(args) + " evaluations")
     rows = []
     for config in ("fp32", "fast"):
         rows += run_json([sys.executable, __file__, "--worker", config, *shape_args(args), "--steps", str(args.steps),

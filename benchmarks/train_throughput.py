@@ -62,6 +62,48 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def time_steps(step, warmup: int, steps: int) -> dict:
+    """Call ``step(i)`` for i < warmup + steps; the median seconds of the last ``steps`` calls, the
+    first call's seconds (start-up and compiling included) and resident memory after the warm-up,
+    at the end and at its peak. Every benchmark, genlab's and the peer's, is timed by this."""
+    times, rss_warm, first = [], None, None
+    t_start = time.perf_counter()
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step(i)
+        now = time.perf_counter()
+        if first is None:
+            first = now - t_start
+        if i >= warmup:
+            times.append(now - t0)
+        if i + 1 == warmup:
+            rss_warm = rss_mib()
+    return {"seconds": statistics.median(times), "first_step_s": first, "rss_warm_mib": rss_warm,
+            "rss_end_mib": rss_mib(), "peak_rss_mib": peak_rss_mib()}
+
+
+def add_shape_args(p: argparse.ArgumentParser, steps: int, head_dim: int = 32,
+                   head_help: str = "channels per attention head, both libraries (default 32)") -> None:
+    """The model shape and timing flags every benchmark shares (shape_args passes them on)."""
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--channels", type=lambda s: [int(c) for c in s.split(",")], default=[32, 64, 64])
+    p.add_argument("--attn", type=lambda s: [int(c) for c in s.split(",") if c], default=[14, 7])
+    p.add_argument("--res-blocks", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=head_dim, help=head_help)
+    p.add_argument("--steps", type=int, default=steps, help="timed steps per configuration (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+
+
+def describe_shape(args) -> str:
+    import torch
+
+    return (f"U-Net widths {tuple(args.channels)}, attention at {tuple(args.attn)} ({args.head_dim} channels per head), "
+            f"{args.res_blocks} ResBlocks per level, {args.size}-by-{args.size} pixels, 1 channel, batch {args.batch}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.steps} timed after "
+            f"{args.warmup} warm-up")
+
+
 def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 10) -> float:
     """What this CPU does on a large square matmul, GFLOP/s: the yardstick for the fraction of peak."""
     import torch
@@ -117,31 +159,20 @@ def worker(args) -> None:
         opt.zero_grad(set_to_none=True)
         return loss
 
-    times, losses = [], []
-    rss_warm = None
-    t_start = time.perf_counter()
-    first = None
-    for step in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        loss = one_step()
-        ema.update(net, step + 1)
-        losses.append(loss.item())
-        if first is None:
-            first = time.perf_counter() - t_start
-        if step >= args.warmup:
-            times.append(time.perf_counter() - t0)
-        if step + 1 == args.warmup:
-            rss_warm = rss_mib()
-    median = statistics.median(times)
+    losses = []
+
+    def timed(i):
+        losses.append(one_step().item())
+        ema.update(net, i + 1)
+
+    timing = time_steps(timed, args.warmup, args.steps)
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:  # matmuls and convolutions of one step, forward and backward
         one_step()
-    print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, "seconds": median,
-                      "gflop_per_step": counter.get_total_flops() / 1e9,
-                      "images_per_s": args.batch / median, "first_step_s": first,
-                      "parameters": sum(p.numel() for p in net.parameters()), "rss_warm_mib": rss_warm,
-                      "rss_end_mib": rss_mib(), "peak_rss_mib": peak_rss_mib(), "loss_last": losses[-1],
+    print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, **timing,
+                      "gflop_per_step": counter.get_total_flops() / 1e9, "images_per_s": args.batch / timing["seconds"],
+                      "parameters": sum(p.numel() for p in net.parameters()), "loss_last": losses[-1],
                       "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
 
 
@@ -206,14 +237,7 @@ def check_numerics(args) -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--size", type=int, default=28)
-    p.add_argument("--channels", type=lambda s: [int(c) for c in s.split(",")], default=[32, 64, 64])
-    p.add_argument("--attn", type=lambda s: [int(c) for c in s.split(",") if c], default=[14, 7])
-    p.add_argument("--res-blocks", type=int, default=2)
-    p.add_argument("--head-dim", type=int, default=32, help="channels per attention head, both libraries (default 32)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per configuration (median reported)")
-    p.add_argument("--warmup", type=int, default=3)
+    add_shape_args(p, steps=10)
     p.add_argument("--peer", choices=("diffusers", "none"), default="none")
     p.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON,
                    help="Python of diffusers' environment (default: $GENLAB_PEER_PYTHON, benchmarks/.venv-diffusers, "
@@ -228,12 +252,7 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args)
-
-    import torch
-
-    print(f"U-Net widths {tuple(args.channels)}, attention at {tuple(args.attn)} ({args.head_dim} channels per head), "
-          f"{args.res_blocks} ResBlocks per level, {args.size}-by-{args.size} pixels, 1 channel, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.steps} steps after {args.warmup} warm-up steps")
+    print(describe_shape(args) + " steps")
     peak = {d: matmul_peak_gflops(d) for d in ("float32", "bfloat16")}
     print(f"{cpu_name()}: 2048^3 matmul {peak['float32']:.0f} GFLOP/s in fp32, {peak['bfloat16']:.0f} in bf16 "
           f"(the fraction of peak below is against the bf16 figure)")
