@@ -967,6 +967,8 @@ def _add_hopfield_parser(sub) -> None:
 
 
 def cmd_hopfield(args) -> int:
+    import itertools
+
     import numpy as np
     import torch
 
@@ -998,8 +1000,10 @@ def cmd_hopfield(args) -> int:
         raise ConfigError(f"{args.data} holds points, not images; store images, e.g. --data mnist or --data digits.")
     labels = ds.labels.numpy()
     first = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]  # one image per class first
-    order = first + [i for i in range(len(ds.images)) if i not in set(first)][: max(0, args.patterns - len(first))]
-    images = ds.images[order[: args.patterns]]
+    chosen = set(first)
+    rest = (i for i in range(len(ds.images)) if i not in chosen)
+    order = first[: args.patterns] + list(itertools.islice(rest, max(0, args.patterns - len(first))))
+    images = ds.images[order]
     threshold = max(1, ds.info.levels // 2)
     p = binarize(images.numpy(), threshold=threshold)
     net = Hopfield(p.shape[1]).store(p)

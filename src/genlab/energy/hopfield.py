@@ -63,7 +63,8 @@ class Hopfield:
         if mode not in ("async", "sync"):
             raise ValueError(f"unknown update mode {mode!r}; use async or sync")
         rng = np.random.default_rng(seed)
-        s = _spins(states, self.n) if np.ndim(states) > 1 else _spins(states, self.n)[0]
+        s = _spins(states, self.n)
+        s = s if np.ndim(states) > 1 else s[0]
         for sweep in range(1, max_sweeps + 1):
             new = self.sweep_async(s, rng) if mode == "async" else self.step_sync(s)
             if np.array_equal(new, s):
