@@ -48,6 +48,43 @@ class ModelConfig:
     # class conditioning (Ho & Salimans 2021): a label embedding added to the time embedding
     class_conditional: bool = _opt(False, "--class-conditional", "train a class-conditional model on the dataset's labels (true/false; a bare flag means true)")
     cond_drop_prob: float = _opt(0.1, "--cond-drop", "probability that a training label is replaced by the null label, so one network also learns p(x) for classifier-free guidance")
+    # the baseline families (issue 6): their convolutional networks take their widths from --channels
+    latent_dim: int = _opt(16, "--latent-dim", "latent dimension of autoencoders and VAEs, and of the noise z of GAN generators")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Autoencoders (``genlab train ae``) and VAEs (``genlab train vae``)."""
+
+    beta: float = _opt(1.0, "--beta", "weight of the KL term of the VAE objective: 1 is the ELBO, beta > 1 a beta-VAE")
+    decoder: str = _opt("logistic", "--decoder", "VAE decoder likelihood over the K grey levels: logistic (discretised logistic) or gaussian (discretised Gaussian)")
+    iwae_k: int = _opt(100, "--iwae-k", "importance samples k of the IWAE bound used for the VAE's test bits/dim")
+    recon: str = _opt("mse", "--recon", "autoencoder reconstruction loss: mse or mae")
+    noise: float = _opt(0.0, "--ae-noise", "denoising autoencoder: standard deviation of the Gaussian noise added to the input in [-1, 1] (0: a plain autoencoder)")
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Generative adversarial networks (``genlab train gan``)."""
+
+    loss: str = _opt("ns", "--gan-loss", "ns (non-saturating generator loss), minimax (the original saturating log(1 - D(G(z)))) or wgan-gp (Wasserstein with gradient penalty)")
+    d_steps: int = _opt(0, "--d-steps", "discriminator (critic) steps k per generator step, Algorithm 1 of Goodfellow et al. (0: 1, or 5 for wgan-gp)")
+    gp_weight: float = _opt(10.0, "--gp-weight", "lambda of the WGAN-GP gradient penalty")
+    d_lr: float | None = _opt(None, "--d-lr", "discriminator learning rate (default: --lr)")
+    beta1: float | None = _opt(None, "--adam-beta1", "Adam beta1 of both players (default: 0.5, or 0 for wgan-gp)")
+    monitor_every: int = _opt(0, "--monitor-every", "steps between mode-collapse monitor records (recall and per-class coverage of 1000 samples under the feature network; 0: at each sample grid)")
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    """Restricted Boltzmann machines (``genlab train rbm``) and deep belief nets (``genlab train dbn``), on binarised images."""
+
+    hidden_units: tuple[int, ...] = _opt((500,), "--rbm-hidden", "hidden units of the RBM, or of each RBM of a deep belief net, bottom first (comma-separated)")
+    cd_k: int = _opt(1, "--cd-k", "Gibbs steps k of contrastive divergence CD-k")
+    persistent: bool = _opt(False, "--persistent", "persistent contrastive divergence: negative chains carried across updates (true/false)")
+    gibbs_steps: int = _opt(1000, "--gibbs-steps", "block Gibbs steps of the chains that draw samples")
+    ais_betas: int = _opt(10000, "--ais-betas", "intermediate temperatures of annealed importance sampling for log Z")
+    ais_chains: int = _opt(100, "--ais-chains", "AIS runs whose weights estimate Z")
 
 
 @dataclass(frozen=True)
@@ -95,6 +132,9 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -103,7 +143,11 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
+            "vae": VAEConfig, "gan": GANConfig, "energy": EnergyConfig}
+
+# What ``genlab train FAMILY`` trains (the registry is genlab.run.build_family).
+FAMILIES = ("ddpm", "classifier", "ae", "vae", "gan", "rbm", "dbn")
 
 # Recommended settings per dataset, applied over the dataclass defaults. Measured on a
 # 2-core CPU; see README "Recommended settings".
@@ -132,6 +176,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 PRESETS["fashion-mnist"] = PRESETS["mnist"]
 PRESETS["folder"] = PRESETS["cifar10"]
 PRESETS["cifar10-jpeg"] = PRESETS["cifar10"]
+
+# Recommended settings per family, applied over the dataset's preset ("*": every dataset,
+# then the dataset's own entry). The diffusion settings of PRESETS do not touch these families.
+FAMILY_PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    # DCGAN (Radford et al. 2016): Adam at 2e-4 with beta1 = 0.5, no warm-up, no clipping
+    "gan": {"*": {"train": {"lr": 2e-4, "warmup": 0, "grad_clip": 0.0}}},
+    "vae": {"*": {"train": {"warmup": 0}}, "mnist": {"train": {"batch_size": 128}}},
+    "ae": {"*": {"train": {"warmup": 0}}, "mnist": {"train": {"batch_size": 128}}},
+    # the CD gradient is not a loss gradient, so no clipping; fp32 keeps the free energies and AIS exact enough
+    "rbm": {"*": {"train": {"lr": 1e-3, "warmup": 0, "grad_clip": 0.0, "mixed_precision": "no", "batch_size": 100}}},
+}
+FAMILY_PRESETS["dbn"] = FAMILY_PRESETS["rbm"]
 
 
 def _coerce(cls, name: str, value):
@@ -202,8 +258,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
         raise ConfigError(f"config file {path} could not be parsed ({e}); fix it or pass another file.") from None
 
 
-def resolve(data_name: str | None = None, file_overrides: dict | None = None, cli_overrides: dict | None = None) -> RunConfig:
-    """Dataclass defaults < dataset preset < config file < CLI flags."""
+def resolve(data_name: str | None = None, file_overrides: dict | None = None, cli_overrides: dict | None = None,
+            family: str | None = None) -> RunConfig:
+    """Dataclass defaults < dataset preset < family preset < config file < CLI flags."""
     file_overrides = file_overrides or {}
     cli_overrides = cli_overrides or {}
     name = (
@@ -213,6 +270,14 @@ def resolve(data_name: str | None = None, file_overrides: dict | None = None, cl
         or DataConfig().name
     )
     cfg = merge(RunConfig(), PRESETS.get(name, {}))
+    family = family or file_overrides.get("family") or cfg.family
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}.")
+    presets = FAMILY_PRESETS.get(family, {})
+    alias = {"fashion-mnist": "mnist"}.get(name, name)
+    for key in ("*", alias):
+        cfg = merge(cfg, presets.get(key, {}))
+    cfg = dataclasses.replace(cfg, family=family)
     cfg = merge(cfg, file_overrides)
     cfg = merge(cfg, cli_overrides)
     validate(cfg)
@@ -259,6 +324,30 @@ def validate(cfg: RunConfig) -> None:
         (0 <= m.dropout < 1, f"--dropout must lie in [0, 1), not {m.dropout}."),
         (0 <= m.cond_drop_prob <= 1, f"--cond-drop must lie in [0, 1], not {m.cond_drop_prob}."),
         (d.super_resolution == 0 or d.super_resolution >= 2, f"--super-res must be 0 (off) or a factor of at least 2, not {d.super_resolution}."),
+        (m.latent_dim >= 1, f"--latent-dim must be at least 1, not {m.latent_dim}."),
+    ]
+    v, g, e = cfg.vae, cfg.gan, cfg.energy
+    checks += [
+        (cfg.family in ("ddpm", "classifier", "gan") or cfg.data.name != "toy2d",
+         f"the {cfg.family} family models images with discrete levels, and toy2d is continuous points; use ddpm or gan for toy2d."),
+        (v.beta > 0, f"--beta must be positive, not {v.beta}."),
+        (v.decoder in ("logistic", "gaussian"), f"unknown --decoder {v.decoder!r}; choose logistic or gaussian."),
+        (v.iwae_k >= 1, f"--iwae-k must be at least 1, not {v.iwae_k}."),
+        (v.recon in ("mse", "mae"), f"unknown --recon {v.recon!r}; choose mse or mae."),
+        (v.noise >= 0, f"--ae-noise must be at least 0, not {v.noise}."),
+        (g.loss in ("ns", "minimax", "wgan-gp"), f"unknown --gan-loss {g.loss!r}; choose ns, minimax or wgan-gp."),
+        (g.d_steps >= 0, f"--d-steps must be at least 0, not {g.d_steps}."),
+        (g.gp_weight >= 0, f"--gp-weight must be at least 0, not {g.gp_weight}."),
+        (g.d_lr is None or g.d_lr > 0, f"--d-lr must be positive, not {g.d_lr}."),
+        (g.beta1 is None or 0 <= g.beta1 < 1, f"--adam-beta1 must lie in [0, 1), not {g.beta1}."),
+        (g.monitor_every >= 0, f"--monitor-every must be at least 0, not {g.monitor_every}."),
+        (len(e.hidden_units) >= 1 and all(h > 0 for h in e.hidden_units), f"--rbm-hidden needs positive sizes, not {e.hidden_units}."),
+        (cfg.family != "rbm" or len(e.hidden_units) == 1,
+         f"an RBM has one hidden layer, not {len(e.hidden_units)}; pass one size to --rbm-hidden, or train a deep belief net (genlab train dbn)."),
+        (e.cd_k >= 1, f"--cd-k must be at least 1, not {e.cd_k}."),
+        (e.gibbs_steps >= 1, f"--gibbs-steps must be at least 1, not {e.gibbs_steps}."),
+        (e.ais_betas >= 2, f"--ais-betas must be at least 2, not {e.ais_betas}."),
+        (e.ais_chains >= 1, f"--ais-chains must be at least 1, not {e.ais_chains}."),
     ]
     for ok, message in checks:
         if not ok:

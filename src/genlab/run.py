@@ -41,16 +41,26 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     return cfg
 
 
+# family name -> (module, class): each class has ``from_config(cfg)``
+FAMILY_CLASSES = {
+    "ddpm": ("genlab.diffusion.model", "DDPM"),
+    "classifier": ("genlab.diffusion.guidance", "NoisyClassifier"),
+    "ae": ("genlab.vae", "Autoencoder"),
+    "vae": ("genlab.vae", "VAE"),
+    "gan": ("genlab.gan", "GAN"),
+    "rbm": ("genlab.energy.family", "RBMFamily"),
+    "dbn": ("genlab.energy.family", "DBNFamily"),
+}
+
+
 def build_family(cfg: RunConfig) -> torch.nn.Module:
-    if cfg.family == "ddpm":
-        from genlab.diffusion.model import DDPM
+    """The family ``cfg.family`` with fresh weights, built from the config alone."""
+    import importlib
 
-        return DDPM.from_config(cfg)
-    if cfg.family == "classifier":
-        from genlab.diffusion.guidance import NoisyClassifier
-
-        return NoisyClassifier.from_config(cfg)
-    raise RunError(f"unknown model family {cfg.family!r} in config.json; this genlab knows: ddpm, classifier.")
+    if cfg.family not in FAMILY_CLASSES:
+        raise RunError(f"unknown model family {cfg.family!r} in config.json; this genlab knows: {', '.join(FAMILY_CLASSES)}.")
+    module, name = FAMILY_CLASSES[cfg.family]
+    return getattr(importlib.import_module(module), name).from_config(cfg)
 
 
 def load_run(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path | None = None):

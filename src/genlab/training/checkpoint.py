@@ -22,21 +22,22 @@ FORMAT = "genlab-checkpoint-1"
 _STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")
 
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
-    """Flatten an optimiser state dict into named tensors plus JSON for the param groups."""
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict[str, torch.Tensor], str]:
+    """Flatten an optimiser state dict into tensors named ``PREFIX.state.*`` plus JSON for the param groups."""
     sd = optimizer.state_dict()
     tensors = {}
     for idx, state in sd["state"].items():
         for key, value in state.items():
-            tensors[f"optim.state.{idx}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+            tensors[f"{prefix}.state.{idx}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
     return tensors, json.dumps(sd["param_groups"])
 
 
-def optimizer_from_tensors(tensors: dict[str, torch.Tensor], param_groups_json: str) -> dict:
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], param_groups_json: str, prefix: str = "optim") -> dict:
     state: dict[int, dict[str, torch.Tensor]] = {}
+    head = f"{prefix}.state."
     for name, value in tensors.items():
-        if name.startswith("optim.state."):
-            idx, key = name[len("optim.state."):].split(".", 1)
+        if name.startswith(head):
+            idx, key = name[len(head):].split(".", 1)
             state.setdefault(int(idx), {})[key] = value
     return {"state": state, "param_groups": json.loads(param_groups_json)}
 

@@ -11,6 +11,14 @@ The Trainer owns everything else: AdamW with warm-up, gradient clipping, EMA,
 mixed precision and devices (through Accelerate), checkpoints, ``metrics.jsonl``,
 sample grids and the progress bar.
 
+Families whose update is not one loss (a GAN's alternating discriminator and generator
+steps) say so with two methods: ``optimizer_groups()`` returns ``{name: {"params": [...],
+"lr": ..., "betas": (b1, b2)}}`` (one AdamW per name, each with its own peak rate, all
+warmed up together), and ``train_step(batch, generator, labels, step, update)`` does one
+step of the loop, calling ``update(name, loss)`` to back-propagate ``loss`` and step the
+optimiser ``name`` (with clipping), as often as its algorithm says; it returns the dict
+of terms to log. Such families train in one process.
+
 Determinism: the data order of step s is a function of (seed, s) alone, and the noise
 generator and torch's global RNG (dropout) are saved in every checkpoint, so
 ``resume`` continues exactly where the run stopped.
@@ -96,12 +104,18 @@ class Trainer:
         save_samples: ``(samples, path)`` -> writes a grid or plot of ``family.sample`` output.
         progress: show a tqdm progress bar.
         labels: int64 labels ``[N]`` of ``data``, passed to the family with each batch (None: not passed).
+        monitor: ``(ema_family, step) -> dict`` measured at each sample grid and at the end, logged as
+            ``{"event": "monitor", ...}`` (e.g. a GAN's mode-collapse monitor); ``every`` overrides
+            ``sample_every`` for it.
     """
 
     def __init__(self, family: nn.Module, cfg: RunConfig, run_dir: str | Path, data: torch.Tensor,
                  save_samples: Callable[[torch.Tensor, Path], None] | None = None, progress: bool = True,
-                 labels: torch.Tensor | None = None):
+                 labels: torch.Tensor | None = None, monitor: Callable[[nn.Module, int], dict] | None = None,
+                 monitor_every: int = 0):
         self.cfg = cfg
+        self.monitor = monitor
+        self.monitor_every = monitor_every or cfg.train.sample_every
         self.tc = tc = cfg.train
         self.run_dir = Path(run_dir)
         self.data = data
@@ -117,8 +131,13 @@ class Trainer:
             # DDP compares strides literally: a 1x1 conv's [C, C, 1, 1] gradient may carry other strides
             # in its size-1 dimensions, with the same memory layout, and no cost
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        self.optimizer = torch.optim.AdamW(family.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        self.model, self.optimizer = self.accelerator.prepare(family, self.optimizer)
+        groups = family.optimizer_groups() if hasattr(family, "optimizer_groups") else {
+            "": {"params": list(family.parameters()), "lr": tc.lr}}
+        self.base_lr = {name: g.get("lr", tc.lr) for name, g in groups.items()}
+        optimizers = [torch.optim.AdamW(g["params"], lr=g.get("lr", tc.lr), betas=g.get("betas", (0.9, 0.999)),
+                                        weight_decay=tc.weight_decay) for g in groups.values()]
+        self.model, *optimizers = self.accelerator.prepare(family, *optimizers)
+        self.optimizers = dict(zip(groups, optimizers))
         self.ema = EMA(self.unwrapped, tc.ema_decay)
         # the same generator in every process: each draws the noise of the whole global batch
         self.noise_gen = torch.Generator().manual_seed(tc.seed + 1)
@@ -144,12 +163,15 @@ class Trainer:
         """Write a checkpoint of this step (the unwrapped model: the same file from any number of processes)."""
         tensors = {f"model.{k}": v for k, v in self.unwrapped.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
-        optim_tensors, param_groups = optimizer_to_tensors(self.optimizer)
-        tensors.update(optim_tensors)
+        meta = {"step": self.step, "config": self.cfg.to_json()}
+        for name, optimizer in self.optimizers.items():  # one optimiser: optim.*; several: optim_NAME.*
+            optim_tensors, param_groups = optimizer_to_tensors(optimizer, _optim_prefix(name))
+            tensors.update(optim_tensors)
+            meta[f"{_optim_prefix(name)}_param_groups"] = param_groups
         tensors["rng.noise"] = self.noise_gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         path = self.checkpoint_path(self.step)
-        save_checkpoint(path, tensors, {"step": self.step, "config": self.cfg.to_json(), "optim_param_groups": param_groups})
+        save_checkpoint(path, tensors, meta)
         for _, old in list_checkpoints(self.run_dir)[:-max(1, self.tc.keep_checkpoints)]:
             old.unlink(missing_ok=True)
         return path
@@ -159,23 +181,56 @@ class Trainer:
         tensors, meta = load_checkpoint(path)
         load_into(self.unwrapped, tensors, "model.", path)
         load_into(self.ema.model, tensors, "ema.", path)
-        self.optimizer.load_state_dict(optimizer_from_tensors(tensors, meta["optim_param_groups"]))
+        for name, optimizer in self.optimizers.items():
+            prefix = _optim_prefix(name)
+            optimizer.load_state_dict(optimizer_from_tensors(tensors, meta[f"{prefix}_param_groups"], prefix))
         self.noise_gen.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step = int(meta["step"])
 
     # ----- the loop ----------------------------------------------------------------------
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up to the peak rate, then constant (DDPM)."""
-        return self.tc.lr * min(1.0, (step + 1) / max(1, self.tc.warmup))
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser of a one-loss family."""
+        return self.optimizers[""]
+
+    def lr_at(self, step: int, peak: float | None = None) -> float:
+        """Linear warm-up to the peak rate (default ``--lr``), then constant (DDPM)."""
+        return (self.tc.lr if peak is None else peak) * min(1.0, (step + 1) / max(1, self.tc.warmup))
+
+    def update(self, name: str, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` and step the optimiser ``name`` (clipped), then clear its gradients."""
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {loss.item()} at step {self.step}; lower --lr (now {self.tc.lr:g}) or use "
+                f"--mixed-precision no, and --resume from the last checkpoint in {self.run_dir / 'checkpoints'}."
+            )
+        optimizer = self.optimizers[name]
+        self.accelerator.backward(loss)  # DDP averages the gradients over the processes' equal shards
+        if self.tc.grad_clip > 0:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            self.accelerator.clip_grad_norm_(params, self.tc.grad_clip)
+        optimizer.step()
+        # every optimiser's gradients: a loss reaches the other player's parameters too (a GAN's D loss through G)
+        for other in self.optimizers.values():
+            other.zero_grad(set_to_none=True)
+
+    def run_monitor(self) -> None:
+        if self.monitor is None or not self.is_main:
+            return
+        with self.accelerator.autocast():
+            result = self.monitor(self.ema.model, self.step)
+        if result:
+            self.log({"event": "monitor", "step": self.step, **result})
 
     def write_samples(self, tag: str) -> Path | None:
         if self.save_samples is None or not self.is_main:
             return None
         tc = self.tc
         n = getattr(self.ema.model, "preview_count", 64)
+        sampling = {"sampler": tc.grid_sampler, "steps": tc.grid_steps} if _takes(self.ema.model.sample, "sampler") else {}
         with self.accelerator.autocast():  # the same precision as genlab sample
-            samples = self.ema.model.sample(n, seed=tc.seed, sampler=tc.grid_sampler, steps=tc.grid_steps)
+            samples = self.ema.model.sample(n, seed=tc.seed, **sampling)
         path = self.run_dir / "samples" / f"{tag}.png"
         self.save_samples(samples, path)
         return path
@@ -207,27 +262,23 @@ class Trainer:
         window: dict[str, float] = {}
         window_n = 0
         last_grid = None
+        own_step = hasattr(self.unwrapped, "train_step")
         self.model.train()
         while self.step < tc.steps:
             idx = batch_indices(len(self.data), tc.batch_size, tc.seed, self.step)[self.rows]
             batch = self.data[idx].to(device, non_blocking=True)
+            for name, optimizer in self.optimizers.items():
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr_at(self.step, self.base_lr[name])
             lr = self.lr_at(self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             extra = {} if self.labels is None else {"labels": self.labels[idx].to(device, non_blocking=True)}
-            with acc.autocast():
-                terms = self.model(batch, self.noise_gen, **extra, **shard)
-            loss = terms["loss"].float().mean()
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss.item()} at step {self.step}; lower --lr (now {tc.lr:g}) or use "
-                    f"--mixed-precision no, and --resume from the last checkpoint in {self.run_dir / 'checkpoints'}."
-                )
-            acc.backward(loss)  # DDP averages the gradients over the processes' equal shards
-            if tc.grad_clip > 0:
-                acc.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            if own_step:
+                with acc.autocast():
+                    terms = self.unwrapped.train_step(batch, self.noise_gen, extra.get("labels"), self.step, self.update)
+            else:
+                with acc.autocast():
+                    terms = self.model(batch, self.noise_gen, **extra, **shard)
+                self.update("", terms["loss"].float().mean())
             self.step += 1
             self.ema.update(self.unwrapped, self.step)  # in every process (the same weights); main writes it
 
@@ -249,11 +300,15 @@ class Trainer:
             if tc.sample_every and self.step % tc.sample_every == 0 and self.step < tc.steps:
                 self.write_samples(f"step_{self.step:07d}")
                 t_log = time.perf_counter()  # sampling time is not training throughput
+            if self.monitor_every and self.step % self.monitor_every == 0 and self.step < tc.steps:
+                self.run_monitor()
+                t_log = time.perf_counter()
         bar.close()
         train_seconds = time.perf_counter() - t_start
         ckpt = self.save() if self.is_main else self.checkpoint_path(self.step)
         acc.wait_for_everyone()  # no process finishes before the last checkpoint exists
         last_grid = self.write_samples(f"step_{self.step:07d}")
+        self.run_monitor()
         return {"steps": self.step, "trained_steps": self.step - start_step, "seconds": train_seconds,
                 "checkpoint": ckpt, "grid": last_grid}
 
@@ -271,6 +326,14 @@ def _accelerator(mixed_precision: str):
     if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def _optim_prefix(name: str) -> str:
+    return "optim" if not name else f"optim_{name}"
+
+
+def _takes(fn, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
 
 
 def count_parameters(module: nn.Module) -> int:
