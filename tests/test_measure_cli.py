@@ -77,7 +77,8 @@ def test_report_writes_the_table_and_the_chart(run_dir, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "report", run_dir, "--out", tmp_path / "r.md")
     assert code == 0
     md = (tmp_path / "r.md").read_text()
-    assert "| run | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample |" in md
+    assert ("| run | family | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample "
+            "| training |") in md and "| ddpm | DDIM 4 |" in md
     assert "DDIM 4" in md and "DDIM 3" in md and "feature network `digits-" in md and "![quality against speed](r.png)" in md
     png = (tmp_path / "r.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from genlab.config import SECTIONS, RunConfig, read_config_file, resolve
+from genlab.config import FAMILIES, SECTIONS, RunConfig, read_config_file, resolve
 from genlab.errors import ConfigError, GenlabError
 
 
@@ -60,12 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a DDPM (default: on the bundled 8x8 digits, about 2 minutes on 2 CPU cores)",
-                       description="Train a denoising diffusion model (or, with 'classifier', a noise-conditional "
-                                   "classifier for classifier guidance) and write a self-describing run directory.")
-    t.add_argument("family", nargs="?", choices=("ddpm", "classifier"), default=None,
-                   help="what to train: ddpm (default) or classifier, a noise-conditional classifier p(y | x_t, t) on "
-                        "the same noise schedule, for genlab sample --classifier")
+    t = sub.add_parser("train", help="train a DDPM or a baseline family (default: a DDPM on the bundled 8x8 digits, "
+                                     "about 2 minutes on 2 CPU cores)",
+                       description="Train a model of one family and write a self-describing run directory: a denoising "
+                                   "diffusion model (ddpm), a noise-conditional classifier for classifier guidance, or "
+                                   "one of the families diffusion is measured against (ae, vae, gan, rbm, dbn).")
+    t.add_argument("family", nargs="?", choices=FAMILIES, default=None,
+                   help="what to train: ddpm (default); classifier, a noise-conditional classifier p(y | x_t, t) on "
+                        "the same noise schedule, for genlab sample --classifier; ae (autoencoder; --ae-noise for a "
+                        "denoising one); vae (--beta for a beta-VAE); gan (DCGAN; --gan-loss ns, minimax or wgan-gp, "
+                        "--class-conditional); rbm (restricted Boltzmann machine, CD-k or --persistent); dbn (deep "
+                        "belief net, greedy RBMs)")
     t.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<data>-<date>-<time>)")
     t.add_argument("--config", type=Path, default=None, help="JSON or TOML file of settings (same sections as config.json); flags override it")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint (same step, same data order)")
@@ -80,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="sample images from a run's EMA weights")
     s.add_argument("run", type=Path, help="run directory written by genlab train")
     s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    s.add_argument("--sampler", default="ancestral", help=SAMPLER_HELP)
+    s.add_argument("--sampler", default=None, help="diffusion runs: " + SAMPLER_HELP)
     _add_step_flags(s)
+    s.add_argument("--interpolate", default=None, metavar="A,B",
+                   help="autoencoder and VAE runs: decode the latent path between test images A and B (indices) "
+                        "instead of sampling; --n images along it")
     s.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
     s.add_argument("--batch-size", type=int, default=256, help="images per network call (does not change the images)")
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write (default samples.png)")
@@ -118,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "error) instead of all T (default: all T)")
     g = e.add_argument_group("samples (fid, kid, pr)")
     g.add_argument("--n", type=int, default=10000, help="number of samples to draw (default 10000)")
-    g.add_argument("--sampler", default="ddim", help=SAMPLER_HELP.replace("ancestral (default), ddim", "ancestral, ddim (default)"))
+    g.add_argument("--sampler", default=None, help="diffusion runs: " + SAMPLER_HELP.replace("ancestral (default), ddim", "ancestral, ddim (default)"))
     _add_step_flags(g)
     g.add_argument("--samples", type=Path, default=None, help="measure the samples in this .npz (genlab sample --npz) instead of sampling")
     g.add_argument("--save-samples", type=Path, default=None, help="also write the drawn samples to this .npz")
@@ -220,9 +228,9 @@ def cmd_train(args) -> int:
                 if bad:
                     raise ConfigError(f"{section}.{bad[0]} cannot change when resuming; start a new run with another --out instead.")
         changes = {s: {**file_overrides.get(s, {}), **overrides.get(s, {})} for s in allowed}
-        cfg = resolve(saved["data"]["name"], saved, {s: v for s, v in changes.items() if v})
+        cfg = resolve(saved["data"]["name"], saved, {s: v for s, v in changes.items() if v}, family=saved["family"])
     else:
-        cfg = resolve(None, file_overrides, overrides)
+        cfg = resolve(None, file_overrides, overrides, family=args.family)
     if args.family is not None and args.family != cfg.family:
         if args.resume:
             raise ConfigError(f"{args.out} is a {cfg.family} run; resume it with genlab train {cfg.family} --resume.")
@@ -253,9 +261,11 @@ def cmd_train(args) -> int:
     levels = cfg.data.levels
     reference = None if levels else _data_tensor(train)[:2000]
     classifier = cfg.family == "classifier"
+    monitor, monitor_every = _gan_monitor(cfg, train) if cfg.family == "gan" else (None, 0)
     trainer = Trainer(family, cfg, run_dir, _data_tensor(train),
                       save_samples=None if classifier else lambda x, path: save_samples(x, path, levels, reference),
-                      progress=not args.no_progress, labels=train.labels if getattr(family, "uses_labels", False) else None)
+                      progress=not args.no_progress, labels=train.labels if getattr(family, "uses_labels", False) else None,
+                      monitor=monitor, monitor_every=monitor_every)
     say = print if trainer.is_main else lambda *a, **k: None  # one process speaks for all
     if ckpt:
         trainer.load(ckpt)
@@ -274,6 +284,27 @@ def cmd_train(args) -> int:
         return _report_training(args, cfg, trainer, summary, run_dir, levels, classifier, t0)
     finally:
         _leave_process_group()
+
+
+def _gan_monitor(cfg, train):
+    """The mode-collapse monitor of a GAN run (recall and class coverage of 1000 samples), if the data has a
+    shipped feature network; (None, 0) otherwise."""
+    from genlab.metrics.features import NETWORK_FOR, load_feature_network
+
+    if cfg.data.name not in NETWORK_FOR:
+        return None, 0
+    from genlab.gan.monitor import coverage_monitor
+    from genlab.metrics.evaluate import reference_features
+
+    fnet = load_feature_network(cfg.data.name)
+    real = []  # computed at the first measurement, not before training starts
+
+    def monitor(family, step):
+        if not real:
+            real.append(reference_features(fnet, train.images, train.labels, cfg.data.name, "train")[0])
+        return coverage_monitor(family, fnet, real[0], n=1000, seed=cfg.train.seed)
+
+    return monitor, cfg.gan.monitor_every
 
 
 def _leave_process_group() -> None:
@@ -296,6 +327,8 @@ def _report_training(args, cfg, trainer, summary, run_dir, levels: int, classifi
         print(f"genlab: samples {summary['grid']}")
     if classifier:
         return _eval_classifier(cfg, trainer, run_dir, t0)
+    if cfg.family != "ddpm":
+        return _eval_family(args, cfg, trainer, run_dir, summary, t0)
     test = None
     if cfg.train.eval_bpd and levels > 0:
         try:
@@ -312,6 +345,73 @@ def _report_training(args, cfg, trainer, summary, run_dir, levels: int, classifi
     more = f"genlab upscale {run_dir} --image test:0" if cfg.diffusion.super_resolution else f"genlab sample {run_dir}"
     print(f"genlab: done in {fmt_seconds(time.perf_counter() - t0)}; sample more with: {more}")
     return 0
+
+
+def _eval_family(args, cfg, trainer, run_dir, summary, t0) -> int:
+    """A baseline family's test likelihood after training (where it has one), logged and printed."""
+    from genlab.training.trainer import fmt_seconds
+
+    family = trainer.ema.model
+    if cfg.train.eval_bpd and hasattr(family, "bits_per_dim"):
+        try:
+            test = _load_data(cfg, "test")
+        except GenlabError as e:
+            print(f"genlab: no test bits/dim: {e}")
+        else:
+            images = test.images[: cfg.train.eval_limit] if cfg.train.eval_limit else test.images
+            result = _family_bpd(family, images, cfg, not args.no_progress)
+            trainer.log({"event": "eval", "step": summary["steps"], "split": "test", "weights": "ema", **result})
+            print(f"genlab: test {_describe_bpd(result)} ({result['n']} images, EMA) in {fmt_seconds(result['seconds'])}")
+    _quality_after_training(args, cfg, family, run_dir, summary["steps"])
+    print(f"genlab: done in {fmt_seconds(time.perf_counter() - t0)}; sample more with: genlab sample {run_dir}")
+    return 0
+
+
+QUALITY_AFTER_TRAINING = 1000  # samples a baseline family is measured with when its training ends
+
+
+def _quality_after_training(args, cfg, family, run_dir, step: int) -> None:
+    """FID, KID and precision/recall of 1000 EMA samples against the training split, logged as ``genlab eval``
+    would: a baseline family samples in one pass (or one Gibbs chain), so this costs seconds, and every
+    family then has its row in ``genlab report`` (skipped for data without a feature network)."""
+    from genlab.metrics.features import NETWORK_FOR, load_feature_network
+    from genlab.run import append_metrics
+
+    if cfg.data.name not in NETWORK_FOR or not cfg.data.levels:
+        return
+    ns = argparse.Namespace(n=QUALITY_AFTER_TRAINING, seed=cfg.train.seed, steps=None, sampler=None, eta=0.0,
+                            spacing="uniform", weights="ema", samples=None, save_samples=None, ref_split="train",
+                            data_dir=None, batch_size=None)
+    precision = cfg.train.mixed_precision
+    record = _measure_samples(ns, cfg, family, step, precision, load_feature_network(cfg.data.name), ("fid", "kid", "pr"),
+                              not args.no_progress)
+    record.update({"data": cfg.data.name, "weights": "ema", "step": step, "mixed_precision": precision})
+    append_metrics(run_dir, {"event": "eval", "metric": "fid,kid,pr", **record})
+    print(f"genlab: FID {record['fid']:.3f}, KID {record['kid']:.5f}, precision {record['precision']:.3f}, recall "
+          f"{record['recall']:.3f} ({record['n']} EMA samples against the {cfg.data.name} training split; "
+          f"{record['seconds_per_sample'] * 1e3:.2f} ms per sample)")
+
+
+def _family_bpd(family, images, cfg, progress: bool, batch_size: int | None = None, seed: int = 0,
+                precision: str | None = None) -> dict:
+    """``family.bits_per_dim`` of a baseline family, timed, under the run's precision."""
+    t0 = time.perf_counter()
+    precision = precision or cfg.train.mixed_precision
+    with _autocast(precision):
+        result = family.bits_per_dim(images, seed=seed, batch_size=batch_size, progress=progress)
+    return {**result, "seconds": time.perf_counter() - t0, "mixed_precision": precision}
+
+
+def _describe_bpd(r: dict) -> str:
+    """One line for a baseline family's likelihood: what bound or estimate it is."""
+    if r.get("binarised"):
+        return (f"bits/dim {r['bpd']:.4f} +- {r['bpd_se']:.4f} on binarised images (-log p(v) = {r['nll_nats']:.2f} "
+                f"nats per image; log Z = {r['log_z']:.2f} +- {r['log_z_se']:.2f} by AIS, {r['ais_chains']} chains x "
+                f"{r['ais_betas']} temperatures)")
+    if "iwae_k" in r:
+        return (f"bits/dim {r['bpd']:.4f} +- {r['bpd_se']:.4f} (IWAE bound, k = {r['iwae_k']}; ELBO {r['elbo_bpd']:.4f} = "
+                f"reconstruction {r['recon_bpd']:.4f} + KL {r['kl_bpd']:.4f})")
+    return f"bits/dim {r['bpd']:.4f}"
 
 
 def _eval_classifier(cfg, trainer, run_dir, t0) -> int:
@@ -375,17 +475,21 @@ def cmd_sample(args) -> int:
 
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError("--n and --batch-size must be at least 1.")
-    _check_sampler(args)
+    _known_sampler(args)
     cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
-    _require_family(cfg, args.run, "ddpm")
+    _require_sampler(cfg, args.run)
+    _check_sampling_args(args, cfg)
+    if args.interpolate is not None:
+        return _interpolate(args, cfg, family, step)
     conditioning = _sample_conditioning(args, cfg, family)
     x, protocol = _draw_samples(args, cfg, family, step, _precision(args, cfg), args.batch_size, not args.no_progress,
                                 conditioning=conditioning)
     save_samples(x, args.out, cfg.data.levels)
     if args.npz:
         _write_samples_npz(args.npz, x, cfg.data.levels, protocol, labels=conditioning.get("labels"))
-    print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {args.sampler}"
-          f", {protocol['steps']} steps, {protocol['nfe']:g} network evaluations each) in {protocol['sampling_seconds']:.1f}s "
+    steps = f", {protocol['steps']} steps" if protocol["steps"] is not None else ""
+    print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {protocol['sampler']}"
+          f"{steps}, {protocol['nfe']:g} network evaluations each) in {protocol['sampling_seconds']:.1f}s "
           f"-> {args.out}"
           + (f" and {args.npz}" if args.npz else ""))
     if conditioning["protocol"]:
@@ -394,10 +498,61 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _require_family(cfg, run: Path, family: str) -> None:
-    if cfg.family != family:
-        hint = " (use it with genlab sample MODEL_RUN --classifier RUN)" if cfg.family == "classifier" else ""
-        raise ConfigError(f"{run} is a {cfg.family} run; this command needs a {family} run{hint}.")
+# how each family draws a sample (the "sampler" of its report rows)
+FAMILY_SAMPLERS = {"ae": "decoder", "vae": "decoder", "gan": "generator", "rbm": "gibbs", "dbn": "gibbs"}
+
+
+def _require_sampler(cfg, run: Path) -> None:
+    """A run whose family draws samples (every family but the noise-conditional classifier)."""
+    if cfg.family == "classifier":
+        raise ConfigError(f"{run} is a classifier run, which does not draw images; use it with "
+                          f"genlab sample MODEL_RUN --classifier {run}.")
+
+
+def _check_sampling_args(args, cfg) -> None:
+    """Diffusion runs: the sampler flags, checked (default ancestral). Other families: which flags apply."""
+    if cfg.family == "ddpm":
+        if args.sampler is None:
+            args.sampler = "ancestral" if args.command == "sample" else "ddim"
+        _check_sampler(args)
+        if getattr(args, "interpolate", None) is not None:
+            raise ConfigError("--interpolate applies to ae and vae runs; a diffusion run samples (genlab sample RUN).")
+        return
+    bad = next((flag for flag, given in (("--sampler", args.sampler is not None), ("--eta", args.eta != 0),
+                                         ("--spacing", args.spacing != "uniform"),
+                                         ("--steps", args.steps is not None and cfg.family not in ("rbm", "dbn")))
+                if given), None)
+    if bad:
+        raise ConfigError(f"{bad} applies to diffusion runs (and --steps also to rbm and dbn runs, as Gibbs steps); "
+                          f"a {cfg.family} run draws a sample with its {FAMILY_SAMPLERS[cfg.family]}: drop {bad}.")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, not {args.steps}.")
+    if getattr(args, "interpolate", None) is not None and cfg.family not in ("ae", "vae"):
+        raise ConfigError(f"--interpolate walks the latent space of an ae or vae run; a {cfg.family} run has none to walk.")
+
+
+def _interpolate(args, cfg, family, step: int) -> int:
+    """Decode the latent path between two test images (autoencoders and VAEs)."""
+    import torch
+
+    from genlab.viz import save_samples
+
+    try:
+        a, b = (int(v) for v in args.interpolate.split(","))
+    except ValueError:
+        raise ConfigError(f"--interpolate takes two test-image indices A,B, not {args.interpolate!r}.") from None
+    test = _load_data(cfg, "test")
+    for i in (a, b):
+        if not 0 <= i < len(test):
+            raise ConfigError(f"test image {i} does not exist; choose indices in 0..{len(test) - 1}.")
+    if args.n < 2:
+        raise ConfigError(f"--n must be at least 2 for a path between two images, not {args.n}.")
+    with _autocast(_precision(args, cfg)):
+        x = family.interpolate(test.images[a], test.images[b], args.n)
+    save_samples(torch.cat([test.images[a][None], x, test.images[b][None]]), args.out, cfg.data.levels)
+    print(f"genlab: {args.n} decoded points between test images {a} and {b} (shown at both ends) from {args.run} "
+          f"(step {step}, {args.weights} weights) -> {args.out}")
+    return 0
 
 
 def _sample_conditioning(args, cfg, family) -> dict:
@@ -415,6 +570,8 @@ def _sample_conditioning(args, cfg, family) -> dict:
         _, clf = load_classifier(args.classifier, cfg, weights="ema")
         classifier = clf.net
     conditional = bool(getattr(family, "num_classes", 0))
+    if cfg.family != "ddpm" and (args.guidance is not None or classifier is not None):
+        raise ConfigError(f"--guidance and --classifier guide diffusion runs; a {cfg.family} run has no guidance.")
     if not conditional and classifier is None:
         if args.class_ is not None:
             raise ConfigError(f"{args.run} is an unconditional model, so --class needs a classifier to guide it; "
@@ -456,6 +613,12 @@ def _parse_metrics(text: str) -> tuple[str, ...]:
     return names
 
 
+def _known_sampler(args) -> None:
+    """Sampler flags that are wrong whatever the run (a --sampler names a diffusion sampler): said before reading it."""
+    if args.sampler is not None:
+        _check_sampler(args)
+
+
 def _check_sampler(args) -> None:
     from genlab.diffusion import SAMPLERS
 
@@ -471,7 +634,7 @@ def _check_sampler(args) -> None:
         raise ConfigError(f"--spacing applies to ancestral, ddim and pc; {args.sampler} uses its own noise levels.")
 
 
-def _check_eval_args(args, metrics) -> None:
+def _check_eval_args(args, metrics, cfg) -> None:
     if args.split not in ("train", "test") or args.ref_split not in ("train", "test"):
         bad = args.split if args.split not in ("train", "test") else args.ref_split
         raise ConfigError(f"unknown split {bad!r}; choose train or test.")
@@ -480,10 +643,29 @@ def _check_eval_args(args, metrics) -> None:
             raise ConfigError(f"{flag} must be at least 1, not {value}.")
     if not 0 < args.ode_tol < 1:
         raise ConfigError(f"--ode-tol must lie between 0 and 1, not {args.ode_tol:g}.")
+    if cfg.family != "ddpm":
+        if "bpd-ode" in metrics:
+            raise ConfigError(f"bpd-ode is the likelihood of a diffusion model's probability-flow ODE; a {cfg.family} run "
+                              f"has none: drop it from --metrics.")
+        if "bpd" in metrics and not hasattr(build_family_class(cfg), "bits_per_dim"):
+            raise ConfigError(f"a {cfg.family} run has no likelihood to measure; use --metrics fid,kid,pr "
+                              f"(likelihoods: ddpm, vae, rbm).")
+        if args.t_samples is not None:
+            raise ConfigError(f"--t-samples estimates a diffusion bound; a {cfg.family} run has no timesteps: drop it.")
     if any(m not in ("bpd", "bpd-ode") for m in metrics):
         if args.n < 2:
             raise ConfigError(f"--n must be at least 2 to measure samples, not {args.n}.")
-        _check_sampler(args)
+    _check_sampling_args(args, cfg)
+
+
+def build_family_class(cfg):
+    """The class of ``cfg.family`` (to ask what it can do before building it)."""
+    import importlib
+
+    from genlab.run import FAMILY_CLASSES
+
+    module, name = FAMILY_CLASSES[cfg.family]
+    return getattr(importlib.import_module(module), name)
 
 
 def _read_samples_npz(path: Path, cfg) -> tuple:
@@ -526,20 +708,30 @@ def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int,
         nonlocal rows
         rows += inputs[0].shape[0]
 
+    diffusion = cfg.family == "ddpm"
+    cond = {k: v for k, v in (conditioning or {}).items() if k != "protocol"}
+    if diffusion:
+        how = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing, **cond}
+        sampler = args.sampler
+        steps = args.steps if args.steps is not None else (DEFAULT_STEPS[args.sampler] or cfg.diffusion.timesteps)
+    else:
+        how = {"labels": cond["labels"]} if cond.get("labels") is not None else {}
+        sampler = FAMILY_SAMPLERS[cfg.family]
+        steps = None
+        if cfg.family in ("rbm", "dbn"):  # the length of the Gibbs chains
+            steps = args.steps or cfg.energy.gibbs_steps
+            how["steps"] = steps
     hook = family.net.register_forward_hook(count)
     try:
         t0 = time.perf_counter()
         with _autocast(precision):
-            cond = {k: v for k, v in (conditioning or {}).items() if k != "protocol"}
-            x = family.sample(args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                              spacing=args.spacing, batch_size=batch_size, progress=progress, **cond)
+            x = family.sample(args.n, seed=args.seed, batch_size=batch_size, progress=progress, **how)
         seconds = time.perf_counter() - t0
     finally:
         hook.remove()
     nfe = rows / args.n
-    steps = args.steps if args.steps is not None else (DEFAULT_STEPS[args.sampler] or cfg.diffusion.timesteps)
-    return x, {"sampler": args.sampler, "steps": steps, "eta": args.eta if args.sampler == "ddim" else None,
-               "spacing": args.spacing if args.sampler in ("ancestral", "ddim", "pc") else None,
+    return x, {"family": cfg.family, "sampler": sampler, "steps": steps, "eta": args.eta if sampler == "ddim" else None,
+               "spacing": args.spacing if sampler in ("ancestral", "ddim", "pc") else None,
                "nfe": int(nfe) if nfe == int(nfe) else nfe,
                "seed": args.seed, "weights": args.weights, "step": step, "mixed_precision": precision,
                "sampling_seconds": seconds, "seconds_per_sample": seconds / args.n, "batch_size": batch_size,
@@ -564,10 +756,11 @@ def cmd_eval(args) -> int:
     from genlab.run import append_metrics, load_run
 
     metrics = _parse_metrics(args.metrics)
-    _check_eval_args(args, metrics)
-    quality = tuple(m for m in metrics if m not in ("bpd", "bpd-ode"))
+    _known_sampler(args)
     cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
-    _require_family(cfg, args.run, "ddpm")
+    _require_sampler(cfg, args.run)
+    _check_eval_args(args, metrics, cfg)
+    quality = tuple(m for m in metrics if m not in ("bpd", "bpd-ode"))
     if cfg.data.levels == 0:
         raise ConfigError(f"{cfg.data.name} is continuous data: bpd, FID, KID and precision/recall need images with discrete levels.")
     fnet = None
@@ -580,7 +773,15 @@ def cmd_eval(args) -> int:
     record: dict = {}
     if quality:
         record.update(_measure_samples(args, cfg, family, step, precision, fnet, quality, progress))
-    if "bpd" in metrics:
+    if "bpd" in metrics and cfg.family != "ddpm":
+        ds = _load_data(cfg, args.split, root=args.data_dir)
+        images = ds.images[: args.limit] if args.limit else ds.images
+        result = _family_bpd(family, images, cfg, progress, args.batch_size, args.seed, precision)
+        n, seconds = result.pop("n"), result.pop("seconds")
+        record.update({**result, "bpd_n": n, "bpd_split": args.split, "bpd_seconds": seconds})
+        if not quality:
+            record["n"], record["split"], record["seconds"] = n, args.split, seconds
+    elif "bpd" in metrics:
         ds = _load_data(cfg, args.split, root=args.data_dir)
         images = ds.images[: args.limit] if args.limit else ds.images
         result = _bpd(family, images, cfg, progress, args.batch_size, args.seed, args.t_samples, precision)
@@ -599,7 +800,10 @@ def cmd_eval(args) -> int:
         return 0
     if quality:
         _print_quality(args.run, record)
-    if "bpd" in metrics:
+    if "bpd" in metrics and cfg.family != "ddpm":
+        print(f"{cfg.data.name} {args.split} ({record['bpd_n']} images, {args.weights} weights, step {step}, "
+              f"{record['bpd_seconds']:.1f}s): {_describe_bpd({**record, 'n': record['bpd_n']})}")
+    elif "bpd" in metrics:
         _print_bpd(cfg, record)
     if "bpd-ode" in metrics:
         _print_bpd_ode(cfg, record)
@@ -647,7 +851,8 @@ def _measure_samples(args, cfg, family, step, precision, fnet, quality, progress
 
 def _print_quality(run: Path, r: dict) -> None:
     how = (f"from {r['samples_file']}" if "samples_file" in r else
-           f"{r['sampler']} {r['steps']} steps" + (f" (eta {r['eta']:g})" if r.get("eta") is not None else ""))
+           f"{r['sampler']}" + (f" {r['steps']} steps" if r.get("steps") is not None else "")
+           + (f" (eta {r['eta']:g})" if r.get("eta") is not None else ""))
     print(f"sample quality of {run} (step {r['step']}, {r['weights']} weights): {r['n']} samples {how}")
     if r.get("seconds_per_sample") is not None:
         print(f"  speed: {r['nfe']} network evaluations per sample, {r['seconds_per_sample']:.4f} s/sample at batch "
@@ -862,6 +1067,8 @@ def cmd_inpaint(args) -> int:
     if args.n < 1 or (args.steps is not None and args.steps < 1) or args.resample < 1 or args.jump < 1:
         raise ConfigError("--n, --steps, --resample and --jump must be at least 1.")
     cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
+    if cfg.family != "ddpm":
+        raise ConfigError(f"{args.run} is a {cfg.family} run; inpainting (RePaint) needs a diffusion run.")
     _family_check(family)
     T = cfg.diffusion.timesteps
     if args.steps is not None and args.steps > T:

@@ -1,4 +1,4 @@
-"""Energy-based models the notes compare diffusion with: the Hopfield network and the RBM."""
+"""Energy-based models the notes compare diffusion with: the Hopfield network, the RBM and the deep belief net."""
 
 from genlab.energy.hopfield import Hopfield, binarize, capacity_curve, corrupt
 from genlab.energy.rbm import RBM

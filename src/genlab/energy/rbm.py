@@ -90,7 +90,7 @@ class RBM(torch.nn.Module):
 
     @torch.no_grad()
     def log_z_ais(self, chains: int = 100, betas: int = 10000, base_b: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> tuple[float, float]:
+                  generator: torch.Generator | None = None, progress: bool = False) -> tuple[float, float]:
         """log Z by annealed importance sampling; returns (estimate, its standard error).
 
         Intermediate distributions p_k(v) ~ exp((1 - beta_k) b0.v) exp(-beta_k F(v)) (hidden units
@@ -108,7 +108,12 @@ class RBM(torch.nn.Module):
         def log_p(v, bk):  # log of the unnormalised marginal of v at inverse temperature bk
             return (1 - bk) * (v @ b0) + bk * (v @ self.b) + F.softplus(bk * (self.c + v @ self.W)).sum(-1)
 
-        for k in range(1, betas + 1):
+        steps = range(1, betas + 1)
+        if progress:
+            from genlab.progress import progress_bar
+
+            steps = progress_bar(steps, desc="AIS log Z", leave=False)
+        for k in steps:
             log_w += log_p(v, beta[k]) - log_p(v, beta[k - 1])
             bk = beta[k]
             h = torch.bernoulli(torch.sigmoid(bk * (self.c + v @ self.W)), generator=generator)

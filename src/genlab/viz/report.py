@@ -73,7 +73,27 @@ def _label(r: dict) -> str:
     if r.get("samples_file") and not r.get("sampler"):
         return _series(r)
     name, _, rest = _series(r).partition(" ")
-    return f"{name} {r.get('steps')}" + (f" {rest}" if rest else "")
+    steps = f" {r['steps']}" if r.get("steps") is not None else ""  # a GAN's generator or a VAE's decoder: no steps
+    return f"{name}{steps}" + (f" {rest}" if rest else "")
+
+
+def _family(run: Path) -> str:
+    try:
+        return json.loads((run / "config.json").read_text()).get("family", "ddpm")
+    except (OSError, json.JSONDecodeError):
+        return "?"
+
+
+def training_seconds(records: list[dict]) -> float | None:
+    """Seconds of training in a run's log: the last ``time_s`` of each stretch (a resumed run starts a new one)."""
+    total, last = 0.0, None
+    for r in records:
+        if "event" in r or "time_s" not in r:
+            continue
+        if last is not None and r["time_s"] < last:
+            total += last
+        last = r["time_s"]
+    return None if last is None else total + last
 
 
 def collect_rows(runs: list[Path]) -> list[dict]:
@@ -83,7 +103,9 @@ def collect_rows(runs: list[Path]) -> list[dict]:
     rows: list[dict] = []
     shipped: dict[str, str] = {}  # data name -> version of the feature network this genlab ships
     for run in map(Path, runs):
-        records = [r for r in _records(run) if r.get("event") == "eval"]
+        log = _records(run)
+        records = [r for r in log if r.get("event") == "eval"]
+        run_fields = {"family": _family(run), "train_seconds": training_seconds(log)}
         quality = [r for r in records if "feature_network" in r]
         bpds = [r for r in records if "bpd" in r]
         bpd = None
@@ -110,15 +132,16 @@ def collect_rows(runs: list[Path]) -> list[dict]:
         bpd_fields = {}
         if bpd is not None:
             bpd_fields = {"bpd": bpd["bpd"], "bpd_n": bpd.get("bpd_n", bpd.get("n")), "bpd_split": bpd.get("bpd_split", bpd.get("split")),
-                          "bpd_weights": bpd.get("weights", "ema"), "bpd_exact": bpd.get("t_samples") is None,
-                          "bpd_se": bpd.get("bpd_se")}
+                          "bpd_weights": bpd.get("weights", "ema"), "bpd_exact": bpd.get("t_samples") is None and "iwae_k" not in bpd
+                          and not bpd.get("binarised"), "bpd_se": bpd.get("bpd_se"),
+                          **{k: bpd[k] for k in ("iwae_k", "binarised", "nll_nats", "log_z_se", "ais_chains", "ais_betas") if k in bpd}}
         if ode is not None:
             bpd_fields.update({"bpd_ode": ode["bpd_ode"], "bpd_ode_se": ode.get("bpd_ode_se"), "bpd_ode_n": ode.get("bpd_ode_n"),
                                "ode_rtol": ode.get("ode_rtol")})
         if not settings:
-            rows.append({"run": str(run), "label": "(no samples measured)", **bpd_fields})
+            rows.append({"run": str(run), "label": "(no samples measured)", **run_fields, **bpd_fields})
         for r in settings:
-            rows.append({"run": str(run), "label": _label(r), "series": _series(r), **{k: r.get(k) for k in (
+            rows.append({"run": str(run), "label": _label(r), "series": _series(r), **run_fields, **{k: r.get(k) for k in (
                 "sampler", "fid", "kid", "kid_std", "precision", "recall", "nfe", "seconds_per_sample", "batch_size", "n",
                 "weights", "ref_split", "ref_n", "feature_network", "data", "step", "threads", "mixed_precision")},
                 **bpd_fields})
@@ -129,19 +152,24 @@ def _fmt(v, spec: str) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def _minutes(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds / 60:.1f} min"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| run | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = ("| run | family | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample | training |\n"
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
         kid = f"{r['kid']:.4f} ± {r['kid_std']:.4f}" if r.get("kid") is not None else ""
         bpd = ""
         if r.get("bpd") is not None:
             bpd = f"{r['bpd']:.4f}" + ("" if r.get("bpd_exact") else f" ± {r['bpd_se']:.4f}")
-        lines.append(f"| {Path(r['run']).name} | {r['label']} | {_fmt(r.get('n'), 'd')} | {_fmt(r.get('fid'), '.3f')} | {kid} "
+            bpd += " (binary)" if r.get("binarised") else (f" (IWAE k={r['iwae_k']})" if r.get("iwae_k") else "")
+        lines.append(f"| {Path(r['run']).name} | {r.get('family', '')} | {r['label']} | {_fmt(r.get('n'), 'd')} | {_fmt(r.get('fid'), '.3f')} | {kid} "
                      f"| {_fmt(r.get('precision'), '.3f')} | {_fmt(r.get('recall'), '.3f')} | {bpd} "
                      + (f"| {r['bpd_ode']:.4f} ± {r['bpd_ode_se']:.4f} " if r.get("bpd_ode") is not None else "| ") +
-                     f"| {_fmt(r.get('nfe'), 'g')} | {_fmt(r.get('seconds_per_sample'), '.4f')} |")
+                     f"| {_fmt(r.get('nfe'), 'g')} | {_fmt(r.get('seconds_per_sample'), '.4f')} | {_minutes(r.get('train_seconds'))} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -156,14 +184,24 @@ def _protocol(rows: list[dict]) -> str:
     for run in dict.fromkeys(r["run"] for r in rows):
         rs = [r for r in rows if r["run"] == run]
         q = next((r for r in rs if r.get("feature_network")), None)
-        parts = [f"- **{Path(run).name}** (`{run}`)"]
+        parts = [f"- **{Path(run).name}** ({rs[0].get('family', 'ddpm')}, `{run}`)"]
+        if rs[0].get("train_seconds") is not None:
+            parts.append(f"trained for {_minutes(rs[0]['train_seconds'])} (wall-clock of the training loop, as logged, sample grids and monitors included)")
         if q:
             parts.append(f"samples from {q['weights']} weights at step {q['step']}, compared with the {q['data']} "
                          f"{q['ref_split']} split ({q['ref_n']} images) under feature network `{q['feature_network']}`; "
                          f"speed at batch {_values(rs, 'batch_size')} on {_values(rs, 'threads')} threads "
                          f"({_values(rs, 'mixed_precision')})")
         b = rs[0]
-        if b.get("bpd") is not None:
+        if b.get("binarised"):
+            parts.append(f"bits/dim on {b['bpd_n']} {b['bpd_split']} images binarised (pixel u on with probability "
+                         f"u/(K-1), seeded), so not comparable with the K-level figures: -log p(v) = {b['nll_nats']:.2f} "
+                         f"nats per image, log Z by annealed importance sampling ({b['ais_chains']} chains x "
+                         f"{b['ais_betas']} temperatures, ± {b['log_z_se']:.3f} nats); ± is the standard error over images")
+        elif b.get("iwae_k"):
+            parts.append(f"bits/dim on {b['bpd_n']} {b['bpd_split']} images, {b['bpd_weights']} weights: the importance-weighted "
+                         f"bound with k = {b['iwae_k']} samples (an upper bound on -log p; ± standard error over images)")
+        elif b.get("bpd") is not None:
             how = "every term of the bound" if b.get("bpd_exact") else "stratified estimate of the bound (± standard error)"
             parts.append(f"bits/dim on {b['bpd_n']} {b['bpd_split']} images, {b['bpd_weights']} weights, {how}")
         if b.get("bpd_ode") is not None:
