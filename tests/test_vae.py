@@ -43,9 +43,9 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, digits):
-    """A tiny VAE trained for 150 steps through the Trainer: (trainer, run_dir, fixed-batch loss before, after)."""
+    """A tiny VAE trained for 60 steps through the Trainer: (trainer, run_dir, fixed-batch loss before, after)."""
     run_dir = tmp_path_factory.mktemp("vae") / "run"
-    cfg = tiny_cfg(steps=150)
+    cfg = tiny_cfg(steps=60)
     trainer = Trainer(build(cfg), cfg, run_dir, digits, progress=False)
     before = fixed_batch_elbo(trainer.unwrapped, digits)
     trainer.fit()
@@ -250,7 +250,7 @@ def test_samples_do_not_depend_on_batch_size_and_survive_a_checkpoint(trained):
         assert torch.equal(a, vae.sample(10, seed=3, batch_size=3, pixel_noise=noise))
     assert not torch.equal(a, vae.sample(10, seed=4))
     _, loaded, _, step = load_run(run_dir)
-    assert step == 150 and isinstance(loaded, VAE)
+    assert step == 60 and isinstance(loaded, VAE)
     assert torch.equal(loaded.sample(16, seed=1), vae.sample(16, seed=1))
     with pytest.raises(ConfigError):
         vae.sample(2, labels=torch.tensor([0, 1]))
@@ -281,7 +281,7 @@ def test_denoising_autoencoder_adds_noise_and_autoencoders_decode_random_latents
     torch.testing.assert_close(noisy["loss"], ae(batch, torch.Generator().manual_seed(7))["loss"])
     assert build(tiny_cfg("ae", vae={"recon": "mae", "noise": 0.2})).recon == "mae"
     # a short denoising run through the Trainer, then decode z ~ N(0, I)
-    cfg = tiny_cfg("ae", vae={"noise": 0.3}, steps=40)
+    cfg = tiny_cfg("ae", vae={"noise": 0.3}, steps=15, batch_size=32)
     trainer = Trainer(build(cfg), cfg, tmp_path / "ae", digits, progress=False)
     before = trainer.unwrapped(digits[:256], torch.Generator().manual_seed(1))["mse"].mean().item()
     trainer.fit()

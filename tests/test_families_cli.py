@@ -1,0 +1,70 @@
+"""genlab train / sample / eval / report for the families beyond diffusion, end to end on the digits."""
+
+import json
+
+import pytest
+
+from test_cli import assert_one_sentence_error, run_cli
+
+FAST = ["--data", "digits", "--steps", "6", "--batch-size", "32", "--sample-every", "0", "--checkpoint-every", "0",
+        "--log-every", "3", "--eval-limit", "20", "--no-progress"]
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def rbm_run(tmp_path_factory):
+    from genlab.cli import main
+
+    run = tmp_path_factory.mktemp("families") / "rbm"
+    code = main(["train", "rbm", *FAST, "--rbm-hidden", "16", "--gibbs-steps", "5", "--ais-betas", "50",
+                 "--ais-chains", "10", "--out", str(run)])
+    assert code == 0
+    return run
+
+
+def test_an_rbm_run_ends_with_its_likelihood_and_sample_quality(rbm_run):
+    cfg = json.loads((rbm_run / "config.json").read_text())
+    assert cfg["family"] == "rbm" and cfg["energy"]["hidden_units"] == [16] and cfg["train"]["mixed_precision"] == "no"
+    evals = [r for r in records(rbm_run) if r.get("event") == "eval"]
+    bpd, quality = evals
+    assert bpd["binarised"] and bpd["n"] == 20 and bpd["ais_betas"] == 50 and 0 < bpd["bpd"] < 2
+    assert quality["n"] == 1000 and quality["sampler"] == "gibbs" and quality["steps"] == 5 and quality["nfe"] == 5
+    assert quality["family"] == "rbm" and quality["fid"] > 0
+
+
+def test_sample_eval_and_report_take_an_rbm_run(rbm_run, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "sample", rbm_run, "--n", "8", "--steps", "12", "--out", tmp_path / "s.png", "--no-progress")
+    assert code == 0 and "gibbs, 12 steps, 12 network evaluations each" in out
+    code, out, _ = run_cli(capsys, "eval", rbm_run, "--metrics", "bpd", "--limit", "10", "--json", "--no-progress")
+    r = json.loads(out)
+    assert code == 0 and r["bpd_n"] == 10 and r["binarised"] and r["log_z"] > 0
+    code, out, _ = run_cli(capsys, "report", rbm_run, "--out", tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert code == 0 and "| rbm | gibbs 5 fp32 | 1000 |" in md and "(binary)" in md and "binarised" in md
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["sample", "{run}", "--sampler", "ddim"], ["--sampler applies to diffusion runs"]),
+    (["sample", "{run}", "--guidance", "1"], ["no guidance"]),
+    (["sample", "{run}", "--interpolate", "0,1"], ["no", "latent"]),
+    (["eval", "{run}", "--metrics", "bpd-ode"], ["probability-flow ODE"]),
+    (["eval", "{run}", "--t-samples", "4"], ["--t-samples"]),
+    (["inpaint", "{run}", "--image", "test:0", "--mask", "center"], ["needs a diffusion run"]),
+])
+def test_diffusion_only_options_are_refused_on_other_families(rbm_run, capsys, argv, words):
+    code, _, err = run_cli(capsys, *[a.format(run=rbm_run) for a in argv])
+    assert_one_sentence_error(code, err, *words)
+
+
+def test_family_presets_and_settings(capsys):
+    from genlab.config import resolve
+
+    gan = resolve(None, {}, {"data": {"name": "mnist"}}, family="gan")
+    assert gan.family == "gan" and gan.train.lr == 2e-4 and gan.train.grad_clip == 0
+    assert resolve(None, {}, {"train": {"lr": 1e-3}}, family="gan").train.lr == 1e-3  # flags beat presets
+    assert resolve(None, {}, {}).family == "ddpm" and resolve(None, {}, {}).train.lr == 1e-3
+    code, _, err = run_cli(capsys, "train", "gan", "--gan-loss", "hinge", "--out", "/nonexistent/x")
+    assert_one_sentence_error(code, err, "hinge", "ns, minimax or wgan-gp")
