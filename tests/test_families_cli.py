@@ -68,3 +68,11 @@ def test_family_presets_and_settings(capsys):
     assert resolve(None, {}, {}).family == "ddpm" and resolve(None, {}, {}).train.lr == 1e-3
     code, _, err = run_cli(capsys, "train", "gan", "--gan-loss", "hinge", "--out", "/nonexistent/x")
     assert_one_sentence_error(code, err, "hinge", "ns, minimax or wgan-gp")
+
+
+def test_best_keeps_one_unguided_row_per_run():
+    from genlab.viz.report import best_per_run
+
+    rows = [{"run": "a", "fid": 3.0}, {"run": "a", "fid": 1.0, "guided": True}, {"run": "a", "fid": 2.0},
+            {"run": "b", "fid": None}, {"run": "c", "fid": 5.0, "guided": True}]
+    assert [(r["run"], r["fid"]) for r in best_per_run(rows)] == [("a", 2.0), ("b", None), ("c", 5.0)]

@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the chart's speed axis: seconds per sample (default) or network evaluations per sample "
                         "(one line per sampler)")
     r.add_argument("--n", type=int, default=None, help="keep only evaluations of this many samples (compare at equal n)")
+    r.add_argument("--best", action="store_true",
+                   help="keep one row per run: its lowest FID (e.g. one row per family; the protocol says so)")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     f = sub.add_parser("features", help="genlab's feature networks (the yardstick of FID/KID/precision/recall)")
@@ -884,12 +886,14 @@ def _print_bpd(cfg, r: dict) -> None:
 
 
 def cmd_report(args) -> int:
-    from genlab.viz.report import collect_rows, write_report
+    from genlab.viz.report import best_per_run, collect_rows, write_report
 
     rows = collect_rows(args.runs)
     if args.n is not None:
         rows = [r for r in rows if r.get("n") == args.n or r.get("fid") is None]
-    md, png = write_report(rows, args.out, args.x)
+    if args.best:
+        rows = best_per_run(rows)
+    md, png = write_report(rows, args.out, args.x, best=args.best)
     print(f"genlab: report of {len(rows)} rows from {len(args.runs)} run(s) -> {md} and {png}")
     return 0
 

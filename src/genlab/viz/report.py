@@ -141,11 +141,26 @@ def collect_rows(runs: list[Path]) -> list[dict]:
         if not settings:
             rows.append({"run": str(run), "label": "(no samples measured)", **run_fields, **bpd_fields})
         for r in settings:
-            rows.append({"run": str(run), "label": _label(r), "series": _series(r), **run_fields, **{k: r.get(k) for k in (
+            rows.append({"run": str(run), "label": _label(r), "series": _series(r), "guided": bool(r.get("guidance_type")),
+                         **run_fields, **{k: r.get(k) for k in (
                 "sampler", "fid", "kid", "kid_std", "precision", "recall", "nfe", "seconds_per_sample", "batch_size", "n",
                 "weights", "ref_split", "ref_n", "feature_network", "data", "step", "threads", "mixed_precision")},
                 **bpd_fields})
     return rows
+
+
+def best_per_run(rows: list[dict]) -> list[dict]:
+    """Each run's row with the lowest FID among its unguided settings (guided ones only where it has no other;
+    its only row when it measured no samples), in run order: the model itself against the other families."""
+    out: dict[str, dict] = {}
+    plain = {r["run"] for r in rows if not r.get("guided")}
+    for r in rows:
+        if r.get("guided") and r["run"] in plain:
+            continue
+        kept = out.get(r["run"])
+        if kept is None or (r.get("fid") is not None and (kept.get("fid") is None or r["fid"] < kept["fid"])):
+            out[r["run"]] = r
+    return list(out.values())
 
 
 def _fmt(v, spec: str) -> str:
@@ -277,7 +292,7 @@ def write_chart(rows: list[dict], path: Path, x: str = "seconds") -> None:
     plt.close(fig)
 
 
-def write_report(rows: list[dict], out: str | Path, x: str = "seconds") -> tuple[Path, Path]:
+def write_report(rows: list[dict], out: str | Path, x: str = "seconds", best: bool = False) -> tuple[Path, Path]:
     """Write ``out`` (Markdown) and ``out`` with suffix ``.png`` (the chart against ``x``: see
     :func:`write_chart`); return both paths."""
     out = Path(out)
@@ -285,6 +300,7 @@ def write_report(rows: list[dict], out: str | Path, x: str = "seconds") -> tuple
     text = ("# genlab report: the generative trilemma\n\n"
             "Sample quality (FID, KID: lower is better), mode coverage (precision, recall: higher is better), "
             "likelihood (bits/dim: lower is better) and sampling speed (network evaluations and seconds per sample).\n\n"
+            + ("One row per run: the unguided sampler setting with the lowest FID among its evaluations.\n\n" if best else "")
             + markdown_table(rows) + f"\n![quality against speed]({png.name})\n\n## Protocol\n\n" + _protocol(rows))
     write_chart(rows, png, x)
     atomic_write_text(out, text)
