@@ -76,3 +76,33 @@ def test_best_keeps_one_unguided_row_per_run():
     rows = [{"run": "a", "fid": 3.0}, {"run": "a", "fid": 1.0, "guided": True}, {"run": "a", "fid": 2.0},
             {"run": "b", "fid": None}, {"run": "c", "fid": 5.0, "guided": True}]
     assert [(r["run"], r["fid"]) for r in best_per_run(rows)] == [("a", 2.0), ("b", None), ("c", 5.0)]
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    from genlab.cli import main
+
+    run = tmp_path_factory.mktemp("families") / "vae"
+    assert main(["train", "vae", *FAST, "--channels", "16,16", "--iwae-k", "5", "--out", str(run)]) == 0
+    return run
+
+
+def test_a_vae_run_samples_reconstructs_interpolates_and_reports(vae_run, tmp_path, capsys):
+    evals = [r for r in records(vae_run) if r.get("event") == "eval"]
+    bpd, quality = evals
+    assert bpd["iwae_k"] == 5 and bpd["n"] == 20 and bpd["bpd"] <= bpd["elbo_bpd"] + 1e-9
+    assert quality["sampler"] == "decoder" and quality["nfe"] == 1 and quality["steps"] is None
+    code, out, _ = run_cli(capsys, "sample", vae_run, "--n", "8", "--pixel-noise", "--out", tmp_path / "s.png", "--no-progress")
+    assert code == 0 and "decoder, 1 network evaluations each" in out
+    code, out, _ = run_cli(capsys, "sample", vae_run, "--reconstruct", "--n", "16", "--out", tmp_path / "r.png")
+    assert code == 0 and "reconstructions" in out and (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = run_cli(capsys, "sample", vae_run, "--interpolate", "0,5", "--slerp", "--n", "6", "--out", tmp_path / "i.png")
+    assert code == 0 and "spherical" in out
+    code, out, _ = run_cli(capsys, "report", vae_run, "--out", tmp_path / "rep.md")
+    assert code == 0 and "| vae | decoder | 1000 |" in (tmp_path / "rep.md").read_text()
+    assert "(IWAE k=5)" in (tmp_path / "rep.md").read_text()
+    for argv, words in ((["--reconstruct", "--n", "12"], ["multiple of 8"]), (["--interpolate", "0,99999"], ["does not exist"]),
+                        (["--slerp"], ["--interpolate"]), (["--steps", "5"], ["--steps applies"])):
+        code, _, err = run_cli(capsys, "sample", vae_run, *argv, "--out", tmp_path / "x.png")
+        assert_one_sentence_error(code, err, *words)
+    assert not (tmp_path / "x.png").exists()

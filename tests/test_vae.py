@@ -16,6 +16,7 @@ from genlab.nets.autoencoder import ConvDecoder, ConvEncoder
 from genlab.run import load_run
 from genlab.training.trainer import Trainer
 from genlab.vae import VAE, Autoencoder, lerp, slerp
+from genlab.vae.latent import soft_clamp
 from genlab.vae.likelihood import decoder_log_likelihood, discretized_logistic_log_likelihood, gaussian_kl, log_normal
 
 
@@ -34,6 +35,16 @@ def build(cfg, seed=0):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return (VAE if cfg.family == "vae" else Autoencoder).from_config(cfg)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These networks are tiny: one thread runs them as fast as two, and many times faster when
+    the two cores are shared with other jobs (each parallel region then waits for a busy core)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +150,15 @@ def test_slerp_keeps_the_norm_and_ends_at_the_endpoints():
     torch.testing.assert_close(path[-1], zb)
     torch.testing.assert_close(path.norm(dim=1), za.norm().expand(7))
     assert lerp(za, zb, t)[3].norm() < za.norm()  # the straight line cuts inside the sphere
+
+
+def test_soft_clamp_bounds_and_keeps_a_gradient():
+    x = torch.tensor([-1e4, -13.0, -3.0, 0.0, 1.0, 5.0, 1e4], requires_grad=True)
+    y = soft_clamp(x, -12.0, 4.0)
+    assert (y >= -12).all() and (y <= 4).all()
+    assert abs(y[3].item()) < 0.02 and abs(y[4].item() - 1) < 0.05  # about the identity inside the range
+    y.sum().backward()
+    assert (x.grad[1:-1] > 0.2).all()  # just past a bound, where a hard clamp's gradient is 0
 
 
 # ----- the IWAE bound against brute force -----------------------------------------------------------
@@ -280,8 +300,8 @@ def test_denoising_autoencoder_adds_noise_and_autoencoders_decode_random_latents
     assert not torch.allclose(noisy["loss"], plain["loss"])
     torch.testing.assert_close(noisy["loss"], ae(batch, torch.Generator().manual_seed(7))["loss"])
     assert build(tiny_cfg("ae", vae={"recon": "mae", "noise": 0.2})).recon == "mae"
-    # a short denoising run through the Trainer, then decode z ~ N(0, I)
-    cfg = tiny_cfg("ae", vae={"noise": 0.3}, steps=15, batch_size=32)
+    # a short denoising run through the Trainer (bf16 autocast), then decode z ~ N(0, I)
+    cfg = tiny_cfg("ae", vae={"noise": 0.3}, steps=15, batch_size=32, mixed_precision="bf16")  # the Trainer's default
     trainer = Trainer(build(cfg), cfg, tmp_path / "ae", digits, progress=False)
     before = trainer.unwrapped(digits[:256], torch.Generator().manual_seed(1))["mse"].mean().item()
     trainer.fit()

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--interpolate", default=None, metavar="A,B",
                    help="autoencoder and VAE runs: decode the latent path between test images A and B (indices) "
                         "instead of sampling; --n images along it")
+    s.add_argument("--slerp", action="store_true",
+                   help="with --interpolate: spherical instead of linear interpolation (the VAE's prior is Gaussian)")
+    s.add_argument("--pixel-noise", action="store_true",
+                   help="vae runs: draw the pixels from p(x | z) too, instead of showing the decoder's mean")
+    s.add_argument("--reconstruct", action="store_true",
+                   help="autoencoder and VAE runs: show the first --n test images above their reconstructions instead of sampling")
     s.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
     s.add_argument("--batch-size", type=int, default=256, help="images per network call (does not change the images)")
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write (default samples.png)")
@@ -483,6 +489,8 @@ def cmd_sample(args) -> int:
     _check_sampling_args(args, cfg)
     if args.interpolate is not None:
         return _interpolate(args, cfg, family, step)
+    if args.reconstruct:
+        return _reconstruct(args, cfg, family, step)
     conditioning = _sample_conditioning(args, cfg, family)
     x, protocol = _draw_samples(args, cfg, family, step, _precision(args, cfg), args.batch_size, not args.no_progress,
                                 conditioning=conditioning)
@@ -504,6 +512,26 @@ def cmd_sample(args) -> int:
 FAMILY_SAMPLERS = {"ae": "decoder", "vae": "decoder", "gan": "generator", "rbm": "gibbs", "dbn": "gibbs"}
 
 
+def _reconstruct(args, cfg, family, step: int) -> int:
+    """The first ``--n`` test images (odd rows) above their reconstructions (even rows), 8 per row."""
+    import torch
+
+    from genlab.viz.grid import save_grid
+
+    if args.n > 8 and args.n % 8:
+        raise ConfigError(f"--reconstruct shows 8 images per row: pass an --n of at most 8 or a multiple of 8, not {args.n}.")
+    test = _load_data(cfg, "test")
+    images = test.images[: args.n]
+    with _autocast(_precision(args, cfg)):
+        recon = family.reconstruct(images)
+    rows = [t for i in range(0, len(images), 8) for t in (images[i:i + 8], recon[i:i + 8])]
+    save_grid(torch.cat(rows), args.out, cfg.data.levels, nrow=min(8, len(images)))
+    mse = ((images.float() - recon.float()) / (cfg.data.levels - 1)).pow(2).mean().item()
+    print(f"genlab: {len(images)} test images and their reconstructions from {args.run} (step {step}, {args.weights} "
+          f"weights; mean squared error {mse:.5f} on [0, 1] pixels) -> {args.out}")
+    return 0
+
+
 def _require_sampler(cfg, run: Path) -> None:
     """A run whose family draws samples (every family but the noise-conditional classifier)."""
     if cfg.family == "classifier":
@@ -517,8 +545,8 @@ def _check_sampling_args(args, cfg) -> None:
         if args.sampler is None:
             args.sampler = "ancestral" if args.command == "sample" else "ddim"
         _check_sampler(args)
-        if getattr(args, "interpolate", None) is not None:
-            raise ConfigError("--interpolate applies to ae and vae runs; a diffusion run samples (genlab sample RUN).")
+        if getattr(args, "interpolate", None) is not None or getattr(args, "reconstruct", False):
+            raise ConfigError("--interpolate and --reconstruct apply to ae and vae runs; a diffusion run samples (genlab sample RUN).")
         return
     bad = next((flag for flag, given in (("--sampler", args.sampler is not None), ("--eta", args.eta != 0),
                                          ("--spacing", args.spacing != "uniform"),
@@ -531,6 +559,12 @@ def _check_sampling_args(args, cfg) -> None:
         raise ConfigError(f"--steps must be at least 1, not {args.steps}.")
     if getattr(args, "interpolate", None) is not None and cfg.family not in ("ae", "vae"):
         raise ConfigError(f"--interpolate walks the latent space of an ae or vae run; a {cfg.family} run has none to walk.")
+    if getattr(args, "pixel_noise", False) and cfg.family != "vae":
+        raise ConfigError(f"--pixel-noise draws pixels from a VAE's decoder distribution; a {cfg.family} run has none.")
+    if getattr(args, "slerp", False) and getattr(args, "interpolate", None) is None:
+        raise ConfigError("--slerp is a way to --interpolate; add --interpolate A,B.")
+    if getattr(args, "reconstruct", False) and cfg.family not in ("ae", "vae"):
+        raise ConfigError(f"--reconstruct encodes and decodes with an ae or vae run; a {cfg.family} run has no encoder.")
 
 
 def _interpolate(args, cfg, family, step: int) -> int:
@@ -550,9 +584,10 @@ def _interpolate(args, cfg, family, step: int) -> int:
     if args.n < 2:
         raise ConfigError(f"--n must be at least 2 for a path between two images, not {args.n}.")
     with _autocast(_precision(args, cfg)):
-        x = family.interpolate(test.images[a], test.images[b], args.n)
+        x = family.interpolate(test.images[a], test.images[b], args.n, method="slerp" if args.slerp else "linear")
     save_samples(torch.cat([test.images[a][None], x, test.images[b][None]]), args.out, cfg.data.levels)
-    print(f"genlab: {args.n} decoded points between test images {a} and {b} (shown at both ends) from {args.run} "
+    print(f"genlab: {args.n} decoded points ({'spherical' if args.slerp else 'linear'} path) between test images {a} "
+          f"and {b} (shown at both ends) from {args.run} "
           f"(step {step}, {args.weights} weights) -> {args.out}")
     return 0
 
@@ -718,6 +753,8 @@ def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int,
         steps = args.steps if args.steps is not None else (DEFAULT_STEPS[args.sampler] or cfg.diffusion.timesteps)
     else:
         how = {"labels": cond["labels"]} if cond.get("labels") is not None else {}
+        if getattr(args, "pixel_noise", False):
+            how["pixel_noise"] = True
         sampler = FAMILY_SAMPLERS[cfg.family]
         steps = None
         if cfg.family in ("rbm", "dbn"):  # the length of the Gibbs chains

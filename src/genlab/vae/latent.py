@@ -24,10 +24,12 @@ INTERPOLATIONS = ("linear", "slerp")
 
 
 def soft_clamp(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """A smooth clamp to (lo, hi): about x in the middle, and its gradient never exactly zero.
+    """A smooth clamp to (lo, hi): about x in the middle, bounded, with a gradient that fades out
+    past a bound (as e^-distance) instead of stopping there.
 
-    lo + softplus(x - lo) - softplus(x - hi). A hard clamp would stop the gradient of a
-    log-variance that left the range, so it could never come back.
+    lo + softplus(x - lo) - softplus(x - hi). The bounds keep exp() of a log-variance or
+    log-scale finite in bf16 training; a hard clamp's zero gradient at the bound would keep a
+    value that just overshot from coming back.
     """
     return lo + F.softplus(x - lo) - F.softplus(x - hi)
 
