@@ -99,6 +99,13 @@ class GAN(nn.Module):
     (Mirza & Osindero 2014): the Trainer then passes each batch's labels, which D sees with
     the real images and G is asked to draw. ``lr``, ``d_lr`` and ``betas`` are the two
     Adam optimisers' settings (:meth:`optimizer_groups`).
+
+    Sampling runs G in eval mode, with batch norm's running statistics. The Trainer's EMA copies
+    buffers, so the EMA generator uses the live generator's statistics with its averaged
+    weights; measured on MNIST (DCGAN, EMA 0.999, 2000 steps) that costs nothing: statistics
+    recomputed for the EMA weights (BigGAN's "standing statistics") moved recall by 0.01. The
+    statistics need ~25 steps to settle from their initial (0, 1), so a family sampled before
+    that draws near-constant images.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: str, shape: tuple[int, ...], levels: int,
@@ -147,10 +154,6 @@ class GAN(nn.Module):
     def uses_labels(self) -> bool:
         """Whether the Trainer should pass the data's labels to :meth:`train_step`."""
         return self.num_classes > 0
-
-    @property
-    def generator(self) -> nn.Module:
-        return self.net
 
     def optimizer_groups(self) -> dict[str, dict]:
         """One Adam per player: ``"d"`` (the discriminator, at ``d_lr``) and ``"g"`` (the generator, at ``lr``)."""

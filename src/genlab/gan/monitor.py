@@ -36,7 +36,7 @@ def histogram_summary(counts: torch.Tensor, min_share: float = MIN_SHARE) -> dic
     nz = p[p > 0]
     return {"class_histogram": p.tolist(),
             "classes_covered": int((p >= min_share / K).sum()),
-            "class_entropy_bits": float(-(nz * nz.log2()).sum()) if nz.numel() else 0.0,
+            "class_entropy_bits": max(0.0, float(-(nz * nz.log2()).sum())) if nz.numel() else 0.0,
             "max_entropy_bits": math.log2(K)}
 
 
