@@ -37,7 +37,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    channels: tuple[int, ...] = _opt((32, 64), "--channels", "U-Net width of each resolution level, comma-separated (e.g. 32,64,64)")
+    channels: tuple[int, ...] = _opt((32, 64), "--channels", "width of each resolution level, comma-separated (e.g. 32,64,64): of the U-Net, and of the autoencoders, VAEs and GANs")
     num_res_blocks: int = _opt(2, "--res-blocks", "ResNet blocks per level")
     attn_resolutions: tuple[int, ...] = _opt((4,), "--attn", "resolutions (pixels) with self-attention, comma-separated; empty for none")
     dropout: float = _opt(0.1, "--dropout", "dropout rate in the ResNet blocks")
