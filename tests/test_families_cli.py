@@ -106,3 +106,17 @@ def test_a_vae_run_samples_reconstructs_interpolates_and_reports(vae_run, tmp_pa
         code, _, err = run_cli(capsys, "sample", vae_run, *argv, "--out", tmp_path / "x.png")
         assert_one_sentence_error(code, err, *words)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_conditional_gan_run_samples_a_class_and_is_scored_on_it(tmp_path, capsys):
+    from genlab.cli import main
+
+    run = tmp_path / "cgan"
+    assert main(["train", "gan", *FAST, "--class-conditional", "--channels", "8,16", "--out", str(run)]) == 0
+    quality = [r for r in records(run) if r.get("event") == "eval"][-1]
+    assert quality["sampler"] == "generator" and quality["nfe"] == 1 and 0 <= quality["class_accuracy"] <= 1
+    assert [r for r in records(run) if r.get("event") == "monitor"][-1]["n"] == 1000
+    code, out, _ = run_cli(capsys, "sample", run, "--n", "4", "--class", "3", "--out", tmp_path / "c.png")
+    assert code == 0 and "class 3" in out and "guidance" not in out
+    code, _, err = run_cli(capsys, "sample", run, "--class", "3", "--guidance", "2", "--out", tmp_path / "g.png")
+    assert_one_sentence_error(code, err, "no guidance")

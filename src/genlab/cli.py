@@ -504,7 +504,8 @@ def cmd_sample(args) -> int:
           + (f" and {args.npz}" if args.npz else ""))
     if conditioning["protocol"]:
         c = conditioning["protocol"]
-        print(f"genlab: class {c['class']}, {c['guidance_type']} guidance {c['guidance']:g}")
+        guided = f", {c['guidance_type']} guidance {c['guidance']:g}" if c.get("guidance_type") else ""
+        print(f"genlab: class {c['class']}{guided}")
     return 0
 
 
@@ -619,6 +620,9 @@ def _sample_conditioning(args, cfg, family) -> dict:
         return {"labels": None, "guidance": None, "classifier": None, "protocol": {}}
     num_classes = cfg.data.num_classes
     labels = _parse_class(args.class_, args.n, num_classes)
+    if cfg.family != "ddpm":  # a conditional GAN: the class goes to the generator, nothing guides it
+        return {"labels": torch.as_tensor(labels), "guidance": None, "classifier": None,
+                "protocol": {"class": "all" if args.class_ in (None, "all") else int(args.class_)}}
     guidance = args.guidance if args.guidance is not None else (1.0 if classifier is not None else 0.0)
     protocol = {"class": "all" if args.class_ in (None, "all") else int(args.class_), "guidance": guidance,
                 "guidance_type": "classifier" if classifier is not None else "classifier-free",
@@ -879,6 +883,10 @@ def _measure_samples(args, cfg, family, step, precision, fnet, quality, progress
     else:
         x, protocol = _draw_samples(args, cfg, family, step, precision, args.batch_size or 256, progress)
         labels = None
+        if getattr(family, "num_classes", 0):  # a conditional model draws sample i of class i % num_classes
+            import torch
+
+            labels = torch.arange(len(x)) % family.num_classes
         if args.save_samples:
             _write_samples_npz(args.save_samples, x, cfg.data.levels, protocol)
     ref = _load_data(cfg, args.ref_split, root=args.data_dir)
