@@ -43,7 +43,7 @@ def test_sample_eval_and_report_take_an_rbm_run(rbm_run, tmp_path, capsys):
     assert code == 0 and r["bpd_n"] == 10 and r["binarised"] and r["log_z"] > 0
     code, out, _ = run_cli(capsys, "report", rbm_run, "--out", tmp_path / "r.md")
     md = (tmp_path / "r.md").read_text()
-    assert code == 0 and "| rbm | gibbs 5 fp32 | 1000 |" in md and "(binary)" in md and "binarised" in md
+    assert code == 0 and "| rbm cd-1 | gibbs 5 fp32 | 1000 |" in md and "(binary)" in md and "binarised" in md
 
 
 @pytest.mark.parametrize("argv, words", [

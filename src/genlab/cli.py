@@ -572,7 +572,7 @@ def _interpolate(args, cfg, family, step: int) -> int:
     """Decode the latent path between two test images (autoencoders and VAEs)."""
     import torch
 
-    from genlab.viz import save_samples
+    from genlab.viz.grid import save_grid
 
     try:
         a, b = (int(v) for v in args.interpolate.split(","))
@@ -586,7 +586,7 @@ def _interpolate(args, cfg, family, step: int) -> int:
         raise ConfigError(f"--n must be at least 2 for a path between two images, not {args.n}.")
     with _autocast(_precision(args, cfg)):
         x = family.interpolate(test.images[a], test.images[b], args.n, method="slerp" if args.slerp else "linear")
-    save_samples(torch.cat([test.images[a][None], x, test.images[b][None]]), args.out, cfg.data.levels)
+    save_grid(torch.cat([test.images[a][None], x, test.images[b][None]]), args.out, cfg.data.levels, nrow=len(x) + 2)
     print(f"genlab: {args.n} decoded points ({'spherical' if args.slerp else 'linear'} path) between test images {a} "
           f"and {b} (shown at both ends) from {args.run} "
           f"(step {step}, {args.weights} weights) -> {args.out}")

@@ -78,10 +78,23 @@ def _label(r: dict) -> str:
 
 
 def _family(run: Path) -> str:
+    """The run's family with what sets it apart: 'vae beta=4', 'gan wgan-gp conditional', 'rbm pcd-1' ..."""
     try:
-        return json.loads((run / "config.json").read_text()).get("family", "ddpm")
+        cfg = json.loads((run / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return "?"
+    family = cfg.get("family", "ddpm")
+    vae, gan, energy = cfg.get("vae", {}), cfg.get("gan", {}), cfg.get("energy", {})
+    extra = {
+        "vae": f" beta={vae.get('beta', 1):g}" if vae.get("beta", 1) != 1 else "",
+        "ae": f" denoising {vae['noise']:g}" if vae.get("noise") else "",
+        "gan": f" {gan.get('loss', 'ns')}",
+        "rbm": f" {'pcd' if energy.get('persistent') else 'cd'}-{energy.get('cd_k', 1)}",
+        "dbn": " " + "-".join(str(h) for h in energy.get("hidden_units", [])),
+    }.get(family, "")
+    if family in ("ddpm", "gan") and cfg.get("model", {}).get("class_conditional"):
+        extra += " conditional"
+    return family + extra
 
 
 def training_seconds(records: list[dict]) -> float | None:
