@@ -260,7 +260,8 @@ def write_chart(rows: list[dict], path: Path, x: str = "seconds") -> None:
                        edgecolors="black", linewidths=0.6, label=Path(run).name)
             for r in rs:
                 rec = f", recall {r['recall']:.2f}" if r.get("recall") is not None else ""
-                ax.annotate(f"{r['label']} (n={r['n']}){rec}", (r[key], r["fid"]), textcoords="offset points",
+                who = f"{Path(run).name}: " if len(runs) > 1 else ""  # several runs: say whose point it is
+                ax.annotate(f"{who}{r['label']} (n={r['n']}){rec}", (r[key], r["fid"]), textcoords="offset points",
                             xytext=(9, 4), fontsize=7)
     else:
         lines = list(dict.fromkeys((r["run"], r.get("series") or r["label"]) for r in pts))
