@@ -33,13 +33,7 @@ def build(cfg):
         return GAN.from_config(cfg)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: one thread runs them as fast as two, and 5-10x faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,7 @@ def build(cfg, seed=0):
         return (VAE if cfg.family == "vae" else Autoencoder).from_config(cfg)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These networks are tiny: one thread runs them as fast as two, and many times faster when
-    the two cores are shared with other jobs (each parallel region then waits for a busy core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -367,7 +367,7 @@ def _eval_family(args, cfg, trainer, run_dir, summary, t0) -> int:
             print(f"genlab: no test bits/dim: {e}")
         else:
             images = test.images[: cfg.train.eval_limit] if cfg.train.eval_limit else test.images
-            result = _family_bpd(family, images, cfg, not args.no_progress)
+            result = _bpd(family, images, cfg, not args.no_progress)
             trainer.log({"event": "eval", "step": summary["steps"], "split": "test", "weights": "ema", **result})
             print(f"genlab: test {_describe_bpd(result)} ({result['n']} images, EMA) in {fmt_seconds(result['seconds'])}")
     _quality_after_training(args, cfg, family, run_dir, summary["steps"])
@@ -398,16 +398,6 @@ def _quality_after_training(args, cfg, family, run_dir, step: int) -> None:
     print(f"genlab: FID {record['fid']:.3f}, KID {record['kid']:.5f}, precision {record['precision']:.3f}, recall "
           f"{record['recall']:.3f} ({record['n']} EMA samples against the {cfg.data.name} training split; "
           f"{record['seconds_per_sample'] * 1e3:.2f} ms per sample)")
-
-
-def _family_bpd(family, images, cfg, progress: bool, batch_size: int | None = None, seed: int = 0,
-                precision: str | None = None) -> dict:
-    """``family.bits_per_dim`` of a baseline family, timed, under the run's precision."""
-    t0 = time.perf_counter()
-    precision = precision or cfg.train.mixed_precision
-    with _autocast(precision):
-        result = family.bits_per_dim(images, seed=seed, batch_size=batch_size, progress=progress)
-    return {**result, "seconds": time.perf_counter() - t0, "mixed_precision": precision}
 
 
 def _describe_bpd(r: dict) -> str:
@@ -463,17 +453,23 @@ def _precision(args, cfg) -> str:
 
 
 def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, seed: int = 0,
-         t_samples: int | None = None, precision: str | None = None) -> dict:
+         precision: str | None = None, **options) -> dict:
+    """``family.bits_per_dim(images, ...)``, timed, under ``precision`` (default: the run's).
+
+    A DDPM's bound fills about 512 network inputs per call (``max_batch``) and records its T;
+    ``options`` go to ``bits_per_dim`` (a DDPM's ``t_samples``).
+    """
     t0 = time.perf_counter()
-    max_batch = 512
-    batch_size = batch_size or max(1, min(len(images), max_batch))
     precision = precision or cfg.train.mixed_precision
+    diffusion = cfg.family == "ddpm"
+    if diffusion:
+        options["max_batch"] = 512
+        batch_size = batch_size or max(1, min(len(images), 512))
     with _autocast(precision):
-        result = family.bits_per_dim(images, seed=seed, batch_size=batch_size, max_batch=max_batch,
-                                     t_samples=t_samples, progress=progress)
-    result["seconds"] = time.perf_counter() - t0
-    result["timesteps"] = cfg.diffusion.timesteps
-    result["mixed_precision"] = precision
+        result = family.bits_per_dim(images, seed=seed, batch_size=batch_size, progress=progress, **options)
+    result.update(seconds=time.perf_counter() - t0, mixed_precision=precision)
+    if diffusion:
+        result["timesteps"] = cfg.diffusion.timesteps
     return result
 
 
@@ -688,7 +684,9 @@ def _check_eval_args(args, metrics, cfg) -> None:
         if "bpd-ode" in metrics:
             raise ConfigError(f"bpd-ode is the likelihood of a diffusion model's probability-flow ODE; a {cfg.family} run "
                               f"has none: drop it from --metrics.")
-        if "bpd" in metrics and not hasattr(build_family_class(cfg), "bits_per_dim"):
+        from genlab.run import family_class
+
+        if "bpd" in metrics and not hasattr(family_class(cfg.family), "bits_per_dim"):
             raise ConfigError(f"a {cfg.family} run has no likelihood to measure; use --metrics fid,kid,pr "
                               f"(likelihoods: ddpm, vae, rbm).")
         if args.t_samples is not None:
@@ -697,16 +695,6 @@ def _check_eval_args(args, metrics, cfg) -> None:
         if args.n < 2:
             raise ConfigError(f"--n must be at least 2 to measure samples, not {args.n}.")
     _check_sampling_args(args, cfg)
-
-
-def build_family_class(cfg):
-    """The class of ``cfg.family`` (to ask what it can do before building it)."""
-    import importlib
-
-    from genlab.run import FAMILY_CLASSES
-
-    module, name = FAMILY_CLASSES[cfg.family]
-    return getattr(importlib.import_module(module), name)
 
 
 def _read_samples_npz(path: Path, cfg) -> tuple:
@@ -816,22 +804,17 @@ def cmd_eval(args) -> int:
     record: dict = {}
     if quality:
         record.update(_measure_samples(args, cfg, family, step, precision, fnet, quality, progress))
-    if "bpd" in metrics and cfg.family != "ddpm":
+    if "bpd" in metrics:
         ds = _load_data(cfg, args.split, root=args.data_dir)
         images = ds.images[: args.limit] if args.limit else ds.images
-        result = _family_bpd(family, images, cfg, progress, args.batch_size, args.seed, precision)
-        n, seconds = result.pop("n"), result.pop("seconds")
-        record.update({**result, "bpd_n": n, "bpd_split": args.split, "bpd_seconds": seconds})
-        if not quality:
-            record["n"], record["split"], record["seconds"] = n, args.split, seconds
-    elif "bpd" in metrics:
-        ds = _load_data(cfg, args.split, root=args.data_dir)
-        images = ds.images[: args.limit] if args.limit else ds.images
-        result = _bpd(family, images, cfg, progress, args.batch_size, args.seed, args.t_samples, precision)
-        record.update({"bpd": result["bpd"], "prior_bpd": result["prior_bpd"], "diffusion_bpd": result["diffusion_bpd"],
-                       "decoder_bpd": result["decoder_bpd"], "bpd_se": result["bpd_se"], "t_samples": result["t_samples"],
-                       "bpd_n": result["n"], "bpd_split": args.split, "bpd_seconds": result["seconds"],
-                       "timesteps": result["timesteps"]})
+        if cfg.family == "ddpm":
+            result = _bpd(family, images, cfg, progress, args.batch_size, args.seed, precision, t_samples=args.t_samples)
+            record.update({k: result[k] for k in ("bpd", "prior_bpd", "diffusion_bpd", "decoder_bpd", "bpd_se",
+                                                  "t_samples", "timesteps")})
+        else:
+            result = _bpd(family, images, cfg, progress, args.batch_size, args.seed, precision)
+            record.update({k: v for k, v in result.items() if k not in ("n", "seconds", "mixed_precision")})
+        record.update({"bpd_n": result["n"], "bpd_split": args.split, "bpd_seconds": result["seconds"]})
         if not quality:  # the bpd-only record keeps the names of the foundation issue
             record["n"], record["split"], record["seconds"] = result["n"], args.split, result["seconds"]
     if "bpd-ode" in metrics:

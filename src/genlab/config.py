@@ -146,8 +146,18 @@ class RunConfig:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
             "vae": VAEConfig, "gan": GANConfig, "energy": EnergyConfig}
 
-# What ``genlab train FAMILY`` trains (the registry is genlab.run.build_family).
-FAMILIES = ("ddpm", "classifier", "ae", "vae", "gan", "rbm", "dbn")
+# What ``genlab train FAMILY`` trains: family name -> (module, class with ``from_config(cfg)``),
+# imported only when a run of that family is built (genlab.run.family_class)
+FAMILY_CLASSES = {
+    "ddpm": ("genlab.diffusion.model", "DDPM"),
+    "classifier": ("genlab.diffusion.guidance", "NoisyClassifier"),
+    "ae": ("genlab.vae", "Autoencoder"),
+    "vae": ("genlab.vae", "VAE"),
+    "gan": ("genlab.gan", "GAN"),
+    "rbm": ("genlab.energy.family", "RBMFamily"),
+    "dbn": ("genlab.energy.family", "DBNFamily"),
+}
+FAMILIES = tuple(FAMILY_CLASSES)
 
 # Recommended settings per dataset, applied over the dataclass defaults. Measured on a
 # 2-core CPU; see README "Recommended settings".

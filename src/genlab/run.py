@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from genlab.config import RunConfig, from_dict
+from genlab.config import FAMILY_CLASSES, RunConfig, from_dict
 from genlab.errors import GenlabError, RunError
 from genlab.training.checkpoint import latest_checkpoint, load_checkpoint, load_into
 
@@ -41,26 +41,19 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     return cfg
 
 
-# family name -> (module, class): each class has ``from_config(cfg)``
-FAMILY_CLASSES = {
-    "ddpm": ("genlab.diffusion.model", "DDPM"),
-    "classifier": ("genlab.diffusion.guidance", "NoisyClassifier"),
-    "ae": ("genlab.vae", "Autoencoder"),
-    "vae": ("genlab.vae", "VAE"),
-    "gan": ("genlab.gan", "GAN"),
-    "rbm": ("genlab.energy.family", "RBMFamily"),
-    "dbn": ("genlab.energy.family", "DBNFamily"),
-}
+def family_class(name: str) -> type:
+    """The class of family ``name`` (``config.FAMILY_CLASSES``), imported on demand."""
+    import importlib
+
+    if name not in FAMILY_CLASSES:
+        raise RunError(f"unknown model family {name!r} in config.json; this genlab knows: {', '.join(FAMILY_CLASSES)}.")
+    module, cls = FAMILY_CLASSES[name]
+    return getattr(importlib.import_module(module), cls)
 
 
 def build_family(cfg: RunConfig) -> torch.nn.Module:
     """The family ``cfg.family`` with fresh weights, built from the config alone."""
-    import importlib
-
-    if cfg.family not in FAMILY_CLASSES:
-        raise RunError(f"unknown model family {cfg.family!r} in config.json; this genlab knows: {', '.join(FAMILY_CLASSES)}.")
-    module, name = FAMILY_CLASSES[cfg.family]
-    return getattr(importlib.import_module(module), name).from_config(cfg)
+    return family_class(cfg.family).from_config(cfg)
 
 
 def load_run(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path | None = None):

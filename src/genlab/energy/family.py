@@ -37,9 +37,19 @@ _CHUNK = 25  # Gibbs steps whose uniforms a sampling chain draws at once
 
 def binarize_levels(images: torch.Tensor, levels: int, generator: torch.Generator) -> torch.Tensor:
     """uint8 images [B, ...] with K levels -> float {0, 1} [B, D]: 1 with probability u / (K - 1)."""
-    p = images.reshape(len(images), -1).float() / (levels - 1)
-    u = torch.rand(p.shape, generator=generator)
-    return (u < p).float().to(images.device)
+    return draw(images.reshape(len(images), -1).float() / (levels - 1), generator)
+
+
+def draw(p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Bernoulli(p) as float {0, 1}, the uniforms from the CPU ``generator`` (checkpointed by the Trainer)."""
+    return (torch.rand(p.shape, generator=generator).to(p.device) < p).float()
+
+
+@torch.no_grad()
+def init_visible_bias(rbm: RBM, v: torch.Tensor) -> None:
+    """Set b to the log-odds of each visible unit in the binary data ``v`` (Hinton's practical guide, 8.1)."""
+    p = v.mean(0).clamp(1e-3, 1 - 1e-3)
+    rbm.b.copy_(torch.log(p / (1 - p)))
 
 
 def to_images(p_v: torch.Tensor, shape: tuple[int, ...], levels: int) -> torch.Tensor:
@@ -123,18 +133,13 @@ class RBMFamily(nn.Module):
     def rbm(self) -> GibbsRBM:
         return self.net
 
-    @torch.no_grad()
-    def init_visible_bias(self, v: torch.Tensor) -> None:
-        p = v.mean(0).clamp(1e-3, 1 - 1e-3)
-        self.rbm.b.copy_(torch.log(p / (1 - p)))
-        self.initialised.fill_(True)
-
     def forward(self, batch: torch.Tensor, generator: torch.Generator, labels=None) -> dict[str, torch.Tensor]:
         """Per-example ``loss`` = F(v) - F(v_neg) (its gradient is minus the CD-k / PCD estimate) and the
         reconstruction error |v - p(v | h(v))|^2 / V, the usual monitor of RBM training."""
         v = binarize_levels(batch, self.levels, generator)
         if not self.initialised:
-            self.init_visible_bias(v)
+            init_visible_bias(self.rbm, v)
+            self.initialised.fill_(True)
         return cd_loss(self.rbm, v, self.cd_k, generator, self.chains if self.persistent else None)
 
     @torch.no_grad()
@@ -171,8 +176,7 @@ def cd_loss(rbm: RBM, v: torch.Tensor, k: int, generator: torch.Generator,
             start = v
         v_neg = start.float()
         for _ in range(k):
-            h = (torch.rand(len(v_neg), rbm.hidden, generator=generator).to(v.device) < rbm.p_h(v_neg)).float()
-            v_neg = (torch.rand(len(v_neg), rbm.visible, generator=generator).to(v.device) < rbm.p_v(h)).float()
+            v_neg = draw(rbm.p_v(draw(rbm.p_h(v_neg), generator)), generator)
         if chains is not None and chains.numel():
             chains.copy_(v_neg)
         recon = ((v - rbm.p_v(rbm.p_h(v))) ** 2).mean(-1)
@@ -251,15 +255,13 @@ class DBNFamily(nn.Module):
         with torch.no_grad():
             v = binarize_levels(batch, self.levels, generator)
             for rbm in self.layers[:layer]:  # a sample of the frozen layers' hidden units is the next one's data
-                v = (torch.rand(len(v), rbm.hidden, generator=generator).to(v.device) < rbm.p_h(v)).float()
+                v = draw(rbm.p_h(v), generator)
             if self.training:
                 self.updates += 1
         rbm = self.layers[layer]
         if not self.initialised[layer]:
-            with torch.no_grad():
-                p = v.mean(0).clamp(1e-3, 1 - 1e-3)
-                rbm.b.copy_(torch.log(p / (1 - p)))
-                self.initialised[layer] = True
+            init_visible_bias(rbm, v)
+            self.initialised[layer] = True
         terms = cd_loss(rbm, v, self.cd_k, generator)
         terms["layer"] = torch.full_like(terms["loss"], float(layer))
         return terms

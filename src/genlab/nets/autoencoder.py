@@ -19,11 +19,11 @@ in the diffusion U-Net but without a time embedding.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from genlab.nets.unet import group_norm
 
 
 def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
@@ -33,12 +33,6 @@ def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
         h, w = sizes[-1]
         sizes.append(((h + 1) // 2, (w + 1) // 2))
     return sizes
-
-
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= ``groups`` that divides ``channels``."""
-    g = math.gcd(channels, groups)
-    return nn.GroupNorm(g, channels)
 
 
 class Upsample(nn.Module):

@@ -105,8 +105,8 @@ class Trainer:
         progress: show a tqdm progress bar.
         labels: int64 labels ``[N]`` of ``data``, passed to the family with each batch (None: not passed).
         monitor: ``(ema_family, step) -> dict`` measured at each sample grid and at the end, logged as
-            ``{"event": "monitor", ...}`` (e.g. a GAN's mode-collapse monitor); ``every`` overrides
-            ``sample_every`` for it.
+            ``{"event": "monitor", ...}`` (e.g. a GAN's mode-collapse monitor).
+        monitor_every: steps between monitor calls (0: ``sample_every``).
     """
 
     def __init__(self, family: nn.Module, cfg: RunConfig, run_dir: str | Path, data: torch.Tensor,

@@ -13,7 +13,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from genlab.diffusion.process import discretized_gaussian_log_likelihood
+from genlab.diffusion.process import discretized_gaussian_log_likelihood, normal_kl
 
 DECODERS = ("logistic", "gaussian")
 LOG_2PI = math.log(2 * math.pi)
@@ -71,7 +71,8 @@ def decoder_log_likelihood(decoder: str, x: torch.Tensor, mean: torch.Tensor, lo
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, e^logvar) || N(0, 1)) per element, in nats (Kingma & Welling 2014, Appendix B)."""
     mean, logvar = _float(mean, logvar)
-    return 0.5 * (mean**2 + torch.exp(logvar) - 1.0 - logvar)
+    zero = torch.zeros((), dtype=mean.dtype, device=mean.device)
+    return normal_kl(mean, logvar, zero, zero)  # the diffusion's Gaussian KL with the prior's mean 0, log-variance 0
 
 
 def log_normal(z: torch.Tensor, mean: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0) -> torch.Tensor:
