@@ -37,11 +37,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def genlab_subprocess(*argv, launcher=()) -> subprocess.CompletedProcess:
+def genlab_subprocess(*argv, launcher=(), tmpdir=None) -> subprocess.CompletedProcess:
     """``python [launcher] -m genlab ARGV`` on the CPU, 1 thread per process, importing this genlab."""
     src = str(Path(genlab.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **({"TMPDIR": str(tmpdir)} if tmpdir else {})}
     env.pop("WORLD_SIZE", None)
     p = subprocess.run([sys.executable, *launcher, "-m", "genlab", *map(str, argv)], env=env, capture_output=True,
                        text=True, timeout=300)
@@ -83,12 +83,14 @@ def test_the_shards_of_a_batch_are_disjoint_and_cover_it():
 
 def test_two_processes_train_the_same_parameters_as_one(one_process, tmp_path):
     two = tmp_path / "two"
-    p = genlab_subprocess("train", *RUN, "--steps", "4", "--out", two, "--processes", 2)
+    (tmp_path / "tmp").mkdir()
+    p = genlab_subprocess("train", *RUN, "--steps", "4", "--out", two, "--processes", 2, tmpdir=tmp_path / "tmp")
     assert p.stdout.count("genlab: training ddpm") == 1 and "16 in each of 2 processes" in p.stdout  # one speaks
     for prefix in ("model.", "ema."):
         assert max_difference(tensors(one_process, prefix), tensors(two, prefix)) < ATOL, prefix
     assert losses(two) == pytest.approx(losses(one_process), rel=1e-6)  # averaged over both processes, logged once
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step_0000004.safetensors"]
+    assert not list((tmp_path / "tmp").iterdir())  # the launcher's log folders are removed
 
 
 def test_a_checkpoint_moves_between_one_and_two_processes(one_process, tmp_path, capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import uuid
 
 
@@ -40,11 +41,21 @@ def launch(argv: list[str], processes: int) -> int:
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone
-                          max_restarts=0, monitor_interval=0.1)
+    with tempfile.TemporaryDirectory(prefix="genlab-launch-") as logs:  # the launcher's files, removed afterwards
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
+                              rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone
+                              max_restarts=0, monitor_interval=0.1, logs_specs=DefaultLogsSpecs(log_dir=logs))
+        return _launch(config, argv, processes)
+
+
+def _launch(config, argv: list[str], processes: int) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
     # N processes that each use every core slow each other down (torchrun sets 1 thread)
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // processes))
     old = os.environ.get("OMP_NUM_THREADS")
