@@ -67,12 +67,12 @@ def main():
     for config in args.configs.split(","):
         torch.manual_seed(0)
         net, down, up = build(args)
-        if config == "compile":
+        if config.startswith("compile"):
             net = torch.compile(net)
         sched = DDPMScheduler(num_train_timesteps=1000)
         gen = torch.Generator().manual_seed(1)
         x0 = torch.rand(args.batch, args.in_channels, args.size, args.size, generator=gen) * 2 - 1
-        amp = config == "bf16"
+        amp = config in ("bf16", "compile-bf16")
         if args.mode == "train":
             opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
@@ -97,7 +97,7 @@ def main():
                 timing = time_steps(lambda i: net(x0, t_eval).sample.float(), args.warmup, args.steps)
         median = timing["seconds"]
         gflop = None
-        if args.mode == "train" and config != "compile":
+        if args.mode == "train" and not config.startswith("compile"):
             from torch.utils.flop_counter import FlopCounterMode
 
             with FlopCounterMode(display=False) as counter:  # matmuls and convolutions of one step

@@ -188,7 +188,7 @@ def peer_rows(args, batch: int) -> list[dict]:
     if not py.exists():
         raise SystemExit(f"no Python for the peer at {py}; create diffusers' environment as this script's docstring "
                          "says, or pass --peer-python PATH.")
-    configs = "fp32,bf16" + (",compile" if args.peer_compile else "")
+    configs = "fp32,bf16" + (",compile,compile-bf16" if args.peer_compile else "")
     a = argparse.Namespace(**{**vars(args), "batch": batch})
     return run_json([str(py), str(HERE / "peer_diffusers.py"), "train", *shape_args(a), "--configs", configs,
                      "--steps", str(args.steps), "--warmup", str(args.warmup)])
@@ -242,7 +242,7 @@ def main():
     p.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON,
                    help="Python of diffusers' environment (default: $GENLAB_PEER_PYTHON, benchmarks/.venv-diffusers, "
                         "or this Python when it has diffusers)")
-    p.add_argument("--peer-compile", action="store_true", help="also time torch.compile'd diffusers (minutes of compiling)")
+    p.add_argument("--peer-compile", action="store_true", help="also time torch.compile'd diffusers, in fp32 and under bf16 autocast (minutes of compiling)")
     p.add_argument("--memory", type=lambda s: [int(c) for c in s.split(",") if c], default=[],
                    help="also measure at these batch sizes (peak memory), e.g. 64,256")
     p.add_argument("--check-steps", type=int, default=0, help="compare fp32 and fast training on real data over N steps")

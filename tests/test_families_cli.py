@@ -48,6 +48,7 @@ def test_sample_eval_and_report_take_an_rbm_run(rbm_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (["sample", "{run}", "--sampler", "ddim"], ["--sampler applies to diffusion runs"]),
+    (["sample", "{run}", "--compile"], ["--compile applies to diffusion runs"]),
     (["sample", "{run}", "--guidance", "1"], ["no guidance"]),
     (["sample", "{run}", "--interpolate", "0,1"], ["no", "latent"]),
     (["eval", "{run}", "--metrics", "bpd-ode"], ["probability-flow ODE"]),

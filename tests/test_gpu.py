@@ -48,3 +48,21 @@ def test_attention_forms_agree_on_the_gpu():
         block.explicit_max_tokens = 0
         flash = block(x)
     torch.testing.assert_close(explicit, flash, rtol=1e-4, atol=1e-4)
+
+
+def test_the_cli_samples_and_measures_on_the_gpu(run_dir, tmp_path, capsys):
+    """genlab sample / eval put the network on the GPU by default (--device auto) and with --compile."""
+    import json
+
+    import numpy as np
+
+    from genlab.cli import main
+
+    for name, extra in (("cpu", ["--device", "cpu"]), ("gpu", []), ("compiled", ["--compile"])):
+        assert main(["sample", str(run_dir), "--n", "6", "--sampler", "ddim", "--steps", "4", "--mixed-precision", "no",
+                     "--out", str(tmp_path / f"{name}.png"), "--npz", str(tmp_path / f"{name}.npz"), "--no-progress", *extra]) == 0
+    cpu, gpu = np.load(tmp_path / "cpu.npz")["samples"].astype(int), np.load(tmp_path / "gpu.npz")["samples"].astype(int)
+    assert np.abs(cpu - gpu).max() <= 1  # the same noise (drawn on the CPU), other kernels
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--metrics", "bpd", "--limit", "8", "--t-samples", "5", "--json", "--no-progress"]) == 0
+    assert 0 < json.loads(capsys.readouterr().out)["bpd"] < 10

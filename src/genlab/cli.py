@@ -55,6 +55,11 @@ def _add_step_flags(p) -> None:
                    help="timesteps of ancestral, ddim and pc: uniform (default) or quadratic (denser at low noise)")
 
 
+DEVICE_HELP = "where the network runs: auto (default: the first CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
+COMPILE_HELP = ("diffusion runs: run the network through torch.compile (each batch shape compiles once, 30-60 s on "
+                "2 cores, seconds when cached; then 1.4-2.6x faster per evaluation on this CPU): for many steps or samples")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genlab", description="Train, sample and evaluate deep generative models.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -111,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classifier", type=Path, default=None, metavar="RUN",
                    help="guide with this noise-conditional classifier run (genlab train classifier), same data and schedule")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     e = sub.add_parser("eval", help="measure a run: bits/dim (variational bound), FID, KID, precision/recall, speed",
@@ -144,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
     e.add_argument("--mixed-precision", default=None, help="no (fp32) or bf16 (default: the run's training precision)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    e.add_argument("--device", default="auto", help=DEVICE_HELP)
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -438,11 +447,31 @@ def _how(result: dict) -> str:
     return f" +- {result['bpd_se']:.4f} (stratified estimate, {result['t_samples']} timesteps per image)"
 
 
-def _autocast(precision: str):
-    """bf16 autocast for sampling and evaluation, or nothing (fp32)."""
+def _autocast(precision: str, family):
+    """bf16 autocast for sampling and evaluation on the family's device, or nothing (fp32)."""
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    device = next(family.parameters()).device.type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _device(args):
+    """The device of --device: auto is the first CUDA GPU if torch sees one, else the CPU."""
+    import torch
+
+    name = getattr(args, "device", "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown --device {name!r}; choose auto, cpu, cuda or cuda:N.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name} is not supported; choose auto, cpu, cuda or cuda:N.")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {name} needs a CUDA GPU that torch can see, and it sees "
+                          f"{torch.cuda.device_count()}; use --device cpu.")
+    return device
 
 
 def _precision(args, cfg) -> str:
@@ -465,7 +494,7 @@ def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, see
     if diffusion:
         options["max_batch"] = 512
         batch_size = batch_size or max(1, min(len(images), 512))
-    with _autocast(precision):
+    with _autocast(precision, family):
         result = family.bits_per_dim(images, seed=seed, batch_size=batch_size, progress=progress, **options)
     result.update(seconds=time.perf_counter() - t0, mixed_precision=precision)
     if diffusion:
@@ -474,15 +503,17 @@ def _bpd(family, images, cfg, progress: bool, batch_size: int | None = None, see
 
 
 def cmd_sample(args) -> int:
-    from genlab.run import load_run
+    from genlab.run import compile_network, load_run
     from genlab.viz import save_samples
 
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError("--n and --batch-size must be at least 1.")
     _known_sampler(args)
-    cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
+    cfg, family, ckpt, step = load_run(args.run, weights=args.weights, device=_device(args))
     _require_sampler(cfg, args.run)
     _check_sampling_args(args, cfg)
+    if args.compile:
+        compile_network(family)
     if args.interpolate is not None:
         return _interpolate(args, cfg, family, step)
     if args.reconstruct:
@@ -495,7 +526,8 @@ def cmd_sample(args) -> int:
         _write_samples_npz(args.npz, x, cfg.data.levels, protocol, labels=conditioning.get("labels"))
     steps = f", {protocol['steps']} steps" if protocol["steps"] is not None else ""
     print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {protocol['sampler']}"
-          f"{steps}, {protocol['nfe']:g} network evaluations each) in {protocol['sampling_seconds']:.1f}s "
+          f"{steps}, {protocol['nfe']:g} network evaluations each) in {protocol['sampling_seconds']:.1f}s"
+          f"{' (compiling included)' if protocol['compiled'] else ''} "
           f"-> {args.out}"
           + (f" and {args.npz}" if args.npz else ""))
     if conditioning["protocol"]:
@@ -519,7 +551,7 @@ def _reconstruct(args, cfg, family, step: int) -> int:
         raise ConfigError(f"--reconstruct shows 8 images per row: pass an --n of at most 8 or a multiple of 8, not {args.n}.")
     test = _load_data(cfg, "test")
     images = test.images[: args.n]
-    with _autocast(_precision(args, cfg)):
+    with _autocast(_precision(args, cfg), family):
         recon = family.reconstruct(images)
     rows = [t for i in range(0, len(images), 8) for t in (images[i:i + 8], recon[i:i + 8])]
     save_grid(torch.cat(rows), args.out, cfg.data.levels, nrow=min(8, len(images)))
@@ -547,6 +579,7 @@ def _check_sampling_args(args, cfg) -> None:
         return
     bad = next((flag for flag, given in (("--sampler", args.sampler is not None), ("--eta", args.eta != 0),
                                          ("--spacing", args.spacing != "uniform"),
+                                         ("--compile", getattr(args, "compile", False)),
                                          ("--steps", args.steps is not None and cfg.family not in ("rbm", "dbn")))
                 if given), None)
     if bad:
@@ -580,7 +613,7 @@ def _interpolate(args, cfg, family, step: int) -> int:
             raise ConfigError(f"test image {i} does not exist; choose indices in 0..{len(test) - 1}.")
     if args.n < 2:
         raise ConfigError(f"--n must be at least 2 for a path between two images, not {args.n}.")
-    with _autocast(_precision(args, cfg)):
+    with _autocast(_precision(args, cfg), family):
         x = family.interpolate(test.images[a], test.images[b], args.n, method="slerp" if args.slerp else "linear")
     save_grid(torch.cat([test.images[a][None], x, test.images[b][None]]), args.out, cfg.data.levels, nrow=len(x) + 2)
     print(f"genlab: {args.n} decoded points ({'spherical' if args.slerp else 'linear'} path) between test images {a} "
@@ -601,7 +634,7 @@ def _sample_conditioning(args, cfg, family) -> dict:
 
     classifier = None
     if args.classifier is not None:
-        _, clf = load_classifier(args.classifier, cfg, weights="ema")
+        _, clf = load_classifier(args.classifier, cfg, weights="ema", device=next(family.parameters()).device)
         classifier = clf.net
     conditional = bool(getattr(family, "num_classes", 0))
     if cfg.family != "ddpm" and (args.guidance is not None or classifier is not None):
@@ -755,7 +788,7 @@ def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int,
     hook = family.net.register_forward_hook(count)
     try:
         t0 = time.perf_counter()
-        with _autocast(precision):
+        with _autocast(precision, family):
             x = family.sample(args.n, seed=args.seed, batch_size=batch_size, progress=progress, **how)
         seconds = time.perf_counter() - t0
     finally:
@@ -766,7 +799,8 @@ def _draw_samples(args, cfg, family, step: int, precision: str, batch_size: int,
                "nfe": int(nfe) if nfe == int(nfe) else nfe,
                "seed": args.seed, "weights": args.weights, "step": step, "mixed_precision": precision,
                "sampling_seconds": seconds, "seconds_per_sample": seconds / args.n, "batch_size": batch_size,
-               "threads": torch.get_num_threads(), **(conditioning or {}).get("protocol", {})}
+               "threads": torch.get_num_threads(), "compiled": bool(getattr(args, "compile", False)),
+               **(conditioning or {}).get("protocol", {})}
 
 
 def _write_samples_npz(path: Path, x, levels: int, protocol: dict, labels=None) -> None:
@@ -784,13 +818,15 @@ def _write_samples_npz(path: Path, x, levels: int, protocol: dict, labels=None) 
 
 
 def cmd_eval(args) -> int:
-    from genlab.run import append_metrics, load_run
+    from genlab.run import append_metrics, compile_network, load_run
 
     metrics = _parse_metrics(args.metrics)
     _known_sampler(args)
-    cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
+    cfg, family, ckpt, step = load_run(args.run, weights=args.weights, device=_device(args))
     _require_sampler(cfg, args.run)
     _check_eval_args(args, metrics, cfg)
+    if args.compile:
+        compile_network(family)
     quality = tuple(m for m in metrics if m not in ("bpd", "bpd-ode"))
     if cfg.data.levels == 0:
         raise ConfigError(f"{cfg.data.name} is continuous data: bpd, FID, KID and precision/recall need images with discrete levels.")
@@ -1028,6 +1064,7 @@ def _add_editing_parsers(sub) -> None:
         sp.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to use (default ema)")
         sp.add_argument("--mixed-precision", default=None, help="no (fp32) or bf16 (default: the run's training precision)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+        sp.add_argument("--device", default="auto", help=DEVICE_HELP)
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
@@ -1098,7 +1135,7 @@ def cmd_inpaint(args) -> int:
 
     if args.n < 1 or (args.steps is not None and args.steps < 1) or args.resample < 1 or args.jump < 1:
         raise ConfigError("--n, --steps, --resample and --jump must be at least 1.")
-    cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
+    cfg, family, ckpt, step = load_run(args.run, weights=args.weights, device=_device(args))
     if cfg.family != "ddpm":
         raise ConfigError(f"{args.run} is a {cfg.family} run; inpainting (RePaint) needs a diffusion run.")
     _family_check(family)
@@ -1110,7 +1147,7 @@ def cmd_inpaint(args) -> int:
     image, _ = _image_arg(args.image, cfg, [(H, W)], f"{W}x{H} images")
     mask = _mask_arg(args.mask, H, W, args.seed)
     t0 = time.perf_counter()
-    with _autocast(_precision(args, cfg)):
+    with _autocast(_precision(args, cfg), family):
         out = inpaint_images(family, image, mask, seed=args.seed, n=args.n, steps=steps, jump_length=args.jump,
                              resample=args.resample, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
@@ -1139,7 +1176,7 @@ def cmd_upscale(args) -> int:
         raise ConfigError("say what to upscale: --image FILE (or test:INDEX), or --psnr-test N.")
     if (args.psnr_test is not None and args.psnr_test < 1) or args.batch_size < 1:
         raise ConfigError("--psnr-test and --batch-size must be at least 1.")
-    cfg, family, ckpt, step = load_run(args.run, weights=args.weights)
+    cfg, family, ckpt, step = load_run(args.run, weights=args.weights, device=_device(args))
     f = cfg.diffusion.super_resolution
     if not f:
         raise ConfigError(f"{args.run} is not a super-resolution run (trained without --super-res); "
@@ -1150,7 +1187,7 @@ def cmd_upscale(args) -> int:
     progress = not args.no_progress
 
     def run_model(low):
-        with _autocast(precision):
+        with _autocast(precision, family):
             return upscale(family, low, seed=args.seed, sampler=args.sampler, steps=args.steps, eta=args.eta,
                            spacing=args.spacing, batch_size=args.batch_size, progress=progress)
 
