@@ -63,8 +63,9 @@ def main():
         if not Path(args.peer_python).exists():
             raise SystemExit(f"no Python for the peer at {args.peer_python}; see train_throughput.py's docstring, "
                              "or pass --peer-python PATH.")
-        rows += run_json([args.peer_python, str(HERE / "peer_diffusers.py"), "sample", *shape_args(args),
-                          "--configs", "fp32,bf16" + (",compile,compile-bf16" if args.compile else ""), "--steps", str(args.steps), "--warmup", str(args.warmup)])
+        for config in ("fp32", "bf16") + (("compile", "compile-bf16") if args.compile else ()):  # one process each
+            rows += run_json([args.peer_python, str(HERE / "peer_diffusers.py"), "sample", *shape_args(args),
+                              "--configs", config, "--steps", str(args.steps), "--warmup", str(args.warmup)])
     print(f"  {'library':18s} {'config':12s} {'params':>7s} {'ms/eval':>8s} {'1st eval s':>10s} {'peak RSS MiB':>12s}")
     for r in rows:
         print(f"  {r.get('library') or r.get('peer'):18s} {r['config']:12s} {r['parameters'] / 1e6:6.2f}M {r['ms']:8.1f} "

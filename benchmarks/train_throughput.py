@@ -190,8 +190,9 @@ def peer_rows(args, batch: int) -> list[dict]:
                          "says, or pass --peer-python PATH.")
     configs = "fp32,bf16" + (",compile,compile-bf16" if args.peer_compile else "")
     a = argparse.Namespace(**{**vars(args), "batch": batch})
-    return run_json([str(py), str(HERE / "peer_diffusers.py"), "train", *shape_args(a), "--configs", configs,
-                     "--steps", str(args.steps), "--warmup", str(args.warmup)])
+    return [row for config in configs.split(",")  # one process each: its peak memory is its own
+            for row in run_json([str(py), str(HERE / "peer_diffusers.py"), "train", *shape_args(a), "--configs", config,
+                                 "--steps", str(args.steps), "--warmup", str(args.warmup)])]
 
 
 def genlab_rows(args, batch: int) -> list[dict]:
@@ -261,13 +262,13 @@ def main():
         if args.peer == "diffusers":
             rows += peer_rows(args, batch)
         print(f"\nbatch {batch}")
-        print(f"  {'library':18s} {'config':8s} {'params':>7s} {'GFLOP/step':>10s} {'images/s':>9s} {'ms/step':>8s} "
+        print(f"  {'library':18s} {'config':12s} {'params':>7s} {'GFLOP/step':>10s} {'images/s':>9s} {'ms/step':>8s} "
               f"{'% bf16 peak':>11s} {'1st step s':>10s} {'peak RSS MiB':>12s} {'RSS warm->end':>14s}")
         for r in rows:
             lib = r.get("library") or r.get("peer")
             growth = f"{r['rss_warm_mib']:.0f}->{r['rss_end_mib']:.0f}" if r.get("rss_warm_mib") else ""
             gflop = r.get("gflop_per_step") or 0
-            print(f"  {lib:18s} {r['config']:8s} {r['parameters'] / 1e6:6.2f}M {gflop:10.1f} {r['images_per_s']:9.1f} "
+            print(f"  {lib:18s} {r['config']:12s} {r['parameters'] / 1e6:6.2f}M {gflop:10.1f} {r['images_per_s']:9.1f} "
                   f"{r['seconds'] * 1e3:8.0f} {100 * gflop / r['seconds'] / peak['bfloat16']:10.1f}% "
                   f"{r['first_step_s']:10.1f} {r['peak_rss_mib']:12.0f} {growth:>14s}")
         ours = max((r for r in rows if r.get("library") == "genlab"), key=lambda r: r["images_per_s"])

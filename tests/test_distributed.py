@@ -99,7 +99,9 @@ def test_a_checkpoint_moves_between_one_and_two_processes(one_process, tmp_path,
     assert main(["train", *RUN, "--steps", "2", "--out", str(run)]) == 0
     accelerate = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                   "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no"]
-    p = genlab_subprocess("train", "--resume", "--out", run, "--steps", "3", "--no-progress", launcher=accelerate)
+    (tmp_path / "tmp").mkdir()  # torchrun under accelerate launch leaves its log folder there, not in /tmp
+    p = genlab_subprocess("train", "--resume", "--out", run, "--steps", "3", "--no-progress", launcher=accelerate,
+                          tmpdir=tmp_path / "tmp")
     assert "resuming" in p.stdout and "2 processes" in p.stdout
     assert main(["train", "--resume", "--out", str(run), "--steps", "4", "--no-progress"]) == 0
     assert "resuming" in capsys.readouterr().out
