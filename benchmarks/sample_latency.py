@@ -36,7 +36,7 @@ def worker(args) -> None:
     if args.worker == "compiled":
         from genlab.run import compile_network
 
-        compile_network(argparse.Namespace(net=net))
+        compile_network(net)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.worker != "fp32"):
         timing = time_steps(lambda i: net(x, t).float(), args.warmup, args.steps)
     print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, **timing, "ms": timing["seconds"] * 1e3,

@@ -513,7 +513,7 @@ def cmd_sample(args) -> int:
     _require_sampler(cfg, args.run)
     _check_sampling_args(args, cfg)
     if args.compile:
-        compile_network(family)
+        compile_network(family.net)
     if args.interpolate is not None:
         return _interpolate(args, cfg, family, step)
     if args.reconstruct:
@@ -826,7 +826,7 @@ def cmd_eval(args) -> int:
     _require_sampler(cfg, args.run)
     _check_eval_args(args, metrics, cfg)
     if args.compile:
-        compile_network(family)
+        compile_network(family.net)
     quality = tuple(m for m in metrics if m not in ("bpd", "bpd-ode"))
     if cfg.data.levels == 0:
         raise ConfigError(f"{cfg.data.name} is continuous data: bpd, FID, KID and precision/recall need images with discrete levels.")

@@ -70,8 +70,8 @@ def load_run(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path |
     return cfg, family.to(device).eval().requires_grad_(False), path, int(meta.get("step", 0))
 
 
-def compile_network(family: torch.nn.Module) -> None:
-    """Compile ``family.net``'s forward pass with ``torch.compile`` (inductor), in place, for sampling.
+def compile_network(net: torch.nn.Module) -> None:
+    """Compile ``net``'s forward pass with ``torch.compile`` (inductor), in place, for sampling.
 
     Only ``forward`` is compiled, so hooks on the module (genlab's count of network
     evaluations) still run. Shapes are static: each batch shape compiles once (30-60 s for
@@ -80,7 +80,6 @@ def compile_network(family: torch.nn.Module) -> None:
     --compile``). Dynamic shapes were 2x slower here. The values agree with eager execution
     to within bf16/fp32 rounding.
     """
-    net = family.net
     net.forward = torch.compile(net.forward, dynamic=False)
 
 

@@ -39,10 +39,8 @@ def launch(argv: list[str], processes: int) -> int:
     A process that fails has printed why (a genlab error is one sentence, status 2); one that
     crashes without a status of its own (a signal) is reported here with status 1.
     """
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.launcher.api import LaunchConfig
 
     with tempfile.TemporaryDirectory(prefix="genlab-launch-") as logs:  # the launcher's files, removed afterwards
         config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
