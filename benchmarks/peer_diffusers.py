@@ -27,6 +27,7 @@ import json
 import time
 
 import torch
+
 from train_throughput import add_shape_args, time_steps  # this folder: the same timing as genlab's side
 
 

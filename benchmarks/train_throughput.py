@@ -233,7 +233,7 @@ def check_numerics(args) -> None:
     for name, r, loss in (("fp32", a, la), ("fast bf16", b, lb)):
         print(f"  {name:10s} {loss:8.4f} {r['bpd']:9.4f} +- {r['bpd_se'] or 0:.4f} {r['ips']:9.1f} {r['seconds']:8.0f}")
     print(f"  fast / fp32: loss {lb / la - 1:+.2%}, bits/dim {b['bpd'] / a['bpd'] - 1:+.2%}, "
-          f"loss curve max relative gap {max(abs(y / x - 1) for x, y in zip(a['curve'], b['curve'])):.2%}")
+          f"loss curve max relative gap {max(abs(y / x - 1) for x, y in zip(a['curve'], b['curve'], strict=True)):.2%}")
 
 
 def main():

@@ -7,10 +7,9 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import TINY
 from genlab.cli import main
 from genlab.data import download as dl
-
-from conftest import TINY
 
 
 def run_cli(capsys, *argv):

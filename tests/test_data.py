@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.data import (DATASETS, DatasetInfo, ImageDataset, PointDataset, from_model, levels_to_pixels,
-                         load_dataset, to_model)
+from genlab.data import DATASETS, DatasetInfo, ImageDataset, PointDataset, from_model, levels_to_pixels, load_dataset, to_model
 from genlab.errors import DataError, GenlabError
 
 

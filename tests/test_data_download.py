@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import SHARED, unreachable_url
 from genlab.data import download as dl
 from genlab.data import load_dataset
 from genlab.errors import DataError
-
-from conftest import SHARED, unreachable_url
-
 
 pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.shared_data,
               pytest.mark.skipif(SHARED is None, reason="needs ../shared/data (or GENLAB_SHARED_DATA)")]

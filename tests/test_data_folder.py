@@ -9,11 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SHARED, needs_shared
 from genlab.data import folder as folder_mod
 from genlab.data import load_dataset
 from genlab.errors import DataError
-
-from conftest import SHARED, needs_shared
 
 
 def make_tree(root, spec, size=(6, 4), mode="RGB", ext="png", seed=0):

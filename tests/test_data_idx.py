@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED, needs_shared
 from genlab.data import load_dataset
 from genlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from genlab.errors import DataError
-
-from conftest import SHARED, needs_shared
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -17,12 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 import genlab
+from conftest import TINY
 from genlab.cli import main
 from genlab.errors import ConfigError
 from genlab.training.checkpoint import latest_checkpoint
 from genlab.training.trainer import batch_indices, shard_rows
-
-from conftest import TINY
 
 # fp32, a loss line per step, no final evaluation; class-conditional with label dropout, so every
 # random draw of a step is sharded

@@ -125,7 +125,7 @@ def test_training_raises_the_likelihood_and_resumes_exactly(tmp_path, digits, pe
     t2 = Trainer(RBMFamily.from_config(cfg), cfg, tmp_path / "resumed", digits, progress=False)
     t2.load(t1.checkpoint_path(30))
     t2.fit()
-    for (name, a), b in zip(trainer.unwrapped.state_dict().items(), t2.unwrapped.state_dict().values()):
+    for (name, a), b in zip(trainer.unwrapped.state_dict().items(), t2.unwrapped.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     cfg_run, loaded, _, step = load_run(tmp_path / "resumed")
     assert step == 60 and cfg_run.family == "rbm"

@@ -54,16 +54,16 @@ def test_saturating_generator_loss_vanishes_where_the_non_saturating_one_does_no
     for l0 in (-5.0, -10.0, -20.0):
         grads = {}
         for loss in ("minimax", "ns"):
-            l = torch.tensor([l0], requires_grad=True)
-            generator_loss(loss, l).backward()
-            grads[loss] = l.grad.item()
+            logit = torch.tensor([l0], requires_grad=True)
+            generator_loss(loss, logit).backward()
+            grads[loss] = logit.grad.item()
         assert grads["minimax"] == pytest.approx(-torch.sigmoid(torch.tensor(l0)).item(), rel=1e-4)  # -> 0
         assert grads["ns"] == pytest.approx(-1.0, abs=1e-2)  # d/dl -log sigmoid(l) = -(1 - sigmoid(l)) -> -1
         assert abs(grads["minimax"]) < 1e-2 and grads["minimax"] < 0  # both push l up; only NS with force
     # the losses themselves: minimax is log(1 - D), ns is -log D
-    l = torch.tensor([0.3, -1.2])
-    assert generator_loss("minimax", l).item() == pytest.approx(torch.log(1 - torch.sigmoid(l)).mean().item(), rel=1e-5)
-    assert generator_loss("ns", l).item() == pytest.approx(-torch.log(torch.sigmoid(l)).mean().item(), rel=1e-5)
+    logits = torch.tensor([0.3, -1.2])
+    assert generator_loss("minimax", logits).item() == pytest.approx(torch.log(1 - torch.sigmoid(logits)).mean().item(), rel=1e-5)
+    assert generator_loss("ns", logits).item() == pytest.approx(-torch.log(torch.sigmoid(logits)).mean().item(), rel=1e-5)
 
 
 def test_optimal_discriminator_minimises_the_d_loss_and_the_value_is_jsd():
@@ -294,7 +294,7 @@ def test_resume_is_bit_identical(tmp_path, digits):
     second.load(path)
     second.fit()
     for a, b in [(straight.unwrapped, second.unwrapped), (straight.ema.model, second.ema.model)]:
-        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
             assert torch.equal(x, y), name  # weights and batch-norm statistics of both players
     assert torch.equal(straight.noise_gen.get_state(), second.noise_gen.get_state())
 

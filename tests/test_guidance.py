@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from genlab.cli import build_parser, main
 from genlab.diffusion import Denoiser, GaussianDiffusion, ddim_sample
 from genlab.diffusion.guidance import NoisyClassifier, cfg, classifier_free_guidance, classifier_guidance
 from genlab.diffusion.model import DDPM
 from genlab.diffusion.process import _extract
 from genlab.run import load_run
-
-from conftest import TINY
 
 MUS = torch.tensor([-0.6, 0.5], dtype=torch.float64)
 S = 0.3

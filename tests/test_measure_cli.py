@@ -8,7 +8,6 @@ import pytest
 
 from genlab.cli import main
 from genlab.metrics.features import TRAIN_DATA, load_feature_network
-
 from test_cli import assert_one_sentence_error, run_cli
 
 

@@ -9,13 +9,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from conftest import SHARED, needs_shared
 from genlab.data import load_dataset
 from genlab.errors import ConfigError, RunError
 from genlab.metrics import evaluate as E
 from genlab.metrics import features as F
 from genlab.metrics.quality import class_accuracy, fid, kid, precision_recall
-
-from conftest import SHARED, needs_shared
 
 
 def gaussian(n, d, seed, mean=0.0, scale=1.0):
@@ -94,7 +93,7 @@ def pr_by_definition(real, fake, k):
         return [sorted(float((x[i] - x[j]).norm()) for j in range(len(x)) if j != i)[k - 1] for i in range(len(x))]
 
     def covered(queries, points, r):
-        return sum(any(float((q - p).norm()) <= rp for p, rp in zip(points, r)) for q in queries) / len(queries)
+        return sum(any(float((q - p).norm()) <= rp for p, rp in zip(points, r, strict=True)) for q in queries) / len(queries)
 
     return covered(fake, real, radii(real)), covered(real, fake, radii(fake))
 

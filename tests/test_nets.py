@@ -88,5 +88,5 @@ def test_attention_block_explicit_and_flash_forms_agree_with_the_definition_and_
     with torch.no_grad():
         torch.testing.assert_close(outs[0], _attention_by_hand(block, x), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-10)
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

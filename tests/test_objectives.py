@@ -13,13 +13,12 @@ from genlab.config import from_dict, resolve
 from genlab.data import load_dataset
 from genlab.diffusion import Denoiser, GaussianDiffusion, ancestral_sample, ddim_sample
 from genlab.diffusion.model import DDPM
-from genlab.diffusion.samplers import sample
+from genlab.diffusion.sampling import sample
 from genlab.diffusion.timesteps import LossSecondMomentSampler, UniformSampler, make_timestep_sampler
 from genlab.errors import ConfigError
 from genlab.run import build_family, load_run
 from genlab.training.checkpoint import latest_checkpoint, load_checkpoint
 from genlab.training.trainer import Trainer
-
 from test_cli import assert_one_sentence_error, run_cli
 from test_oracle import check_moments, gaussian_oracle
 

@@ -19,7 +19,7 @@ from genlab.diffusion import (
     nats_to_bpd,
     per_sample_generators,
 )
-from genlab.diffusion.samplers import randn
+from genlab.rng import randn
 
 MU, S = 0.3, 0.5
 

@@ -1,7 +1,6 @@
 """The RBM against brute force on tiny models: free energy, conditionals, log Z, the gradient."""
 
 import itertools
-import math
 
 import pytest
 import torch
@@ -55,7 +54,7 @@ def test_the_cd_gradient_is_the_exact_gradient_when_its_samples_come_from_the_mo
     params = [rbm.W, rbm.b, rbm.c]
     loglik = -rbm.free_energy(data).mean() - torch.logsumexp(-rbm.free_energy(all_states(rbm.visible)), 0)
     grads = torch.autograd.grad(loglik, params)
-    for name, gr in zip("Wbc", grads):
+    for name, gr in zip("Wbc", grads, strict=True):
         torch.testing.assert_close(exact[name], gr)
 
 

@@ -2,7 +2,8 @@
 
 Also: the ODE solvers and DDIM return x0 exactly when the denoiser knows x0; stochastic
 samplers give the same samples for the same seed whatever the batch size; the Karras
-grid is what it says.
+grid is what it says; the registry (genlab.diffusion.sampling.SAMPLERS) states each
+sampler's network evaluations and settings truly, and a callback sees every step.
 """
 
 import math
@@ -10,11 +11,11 @@ import math
 import pytest
 import torch
 
-from genlab.diffusion import GaussianDiffusion, SAMPLERS, per_sample_generators, sample
+from genlab.diffusion import SAMPLERS, GaussianDiffusion, per_sample_generators, sample
+from genlab.diffusion.grids import ddim_timesteps, full_grid, geometric_grid, karras_grid, karras_timesteps, sigmas, spaced_grid
 from genlab.diffusion.process import Denoiser
-from genlab.diffusion.samplers import DEFAULT_STEPS, ddim_timesteps
-from genlab.diffusion.solvers import karras_timesteps, score, sigmas
-
+from genlab.diffusion.sampling import check_sampler_options, default_steps, sampler_help
+from genlab.diffusion.solvers import score
 from test_oracle import MU, S, gaussian_oracle
 
 
@@ -27,7 +28,7 @@ def moments_error(x):
     return abs(x.mean().item() - MU), abs(x.var().item() / S**2 - 1)
 
 
-# The contract: at its recommended steps (DEFAULT_STEPS) each sampler reproduces Gaussian data
+# The contract: at its recommended steps (SAMPLERS[name].default_steps) each sampler reproduces Gaussian data
 # N(MU, S^2) in 64 dimensions within these relative errors of the variance (the mean within 0.01
 # plus sampling error). They are the samplers' own discretisation errors with the exact denoiser,
 # measured, not slack: DDIM and Euler are first order (10% at 50 steps on this schedule), Heun and
@@ -43,7 +44,7 @@ def test_every_sampler_reproduces_gaussian_data(diff, name):
     x = sample(gaussian_oracle(diff), diff, x_T, sampler=name, generator=gen, clip_denoised=False)
     mean_err, var_err = moments_error(x)
     assert mean_err < 4 * S / math.sqrt(x.numel()) + 0.01, (name, mean_err)
-    assert var_err < TOLERANCE[name], (name, var_err, DEFAULT_STEPS[name])
+    assert var_err < TOLERANCE[name], (name, var_err, SAMPLERS[name].default_steps)
 
 
 def deterministic_variance_error(diff, name, steps):
@@ -137,3 +138,96 @@ def test_score_is_the_gradient_of_the_noisy_log_density(diff):
 def test_eta_is_only_for_ddim(diff):
     with pytest.raises(Exception, match="eta"):
         sample(gaussian_oracle(diff), diff, torch.zeros(2, 1, dtype=torch.float64), sampler="euler", steps=5, eta=0.5)
+
+
+# ----- the registry drives everything ------------------------------------------------------------
+
+def counting_oracle(diff):
+    """The Gaussian oracle and a one-item list counting the rows it has been asked about."""
+    oracle, rows = gaussian_oracle(diff), [0]
+
+    def net(xt, t):
+        rows[0] += xt.shape[0]
+        return oracle.net(xt, t)
+
+    return Denoiser(net, "eps"), rows
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_nfe_counts_the_network_evaluations(diff, name):
+    spec = SAMPLERS[name]
+    x_T = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for steps in (1, 4, 10, 100):
+        den, rows = counting_oracle(diff)
+        sample(den, diff, x_T, sampler=name, steps=steps, generator=per_sample_generators(0, 0, 3))
+        walked = len(spec.grid(diff, steps, "uniform"))  # 94 of langevin's 100 levels are distinct timesteps
+        assert walked == steps or steps == 100
+        assert rows[0] == spec.nfe(walked) * len(x_T), (name, steps, rows[0] // len(x_T), spec.nfe(walked))
+
+
+def test_the_registry_states_its_facts(diff):
+    assert list(SAMPLERS) == ["ancestral", "ddim", "dpmpp-2m", "euler", "heun", "langevin", "pc"]
+    assert all(spec.name == name and spec.help for name, spec in SAMPLERS.items())
+    assert {n for n, s in SAMPLERS.items() if "eta" in s.options} == {"ddim"}
+    assert {n for n, s in SAMPLERS.items() if "spacing" in s.options} == {"ancestral", "ddim", "pc"}
+    assert {n for n, s in SAMPLERS.items() if s.stochastic} == {"ancestral", "langevin", "pc"}
+    assert default_steps("ancestral", 1000) == 1000 and default_steps("heun", 1000) == 20
+    assert default_steps("langevin", 50) == 50  # never more than the timesteps there are
+    line = sampler_help()
+    assert "\n" not in line and all(name in line for name in SAMPLERS) and "NFE 39" in line  # heun, 20 steps
+
+
+def test_grids_run_from_the_most_noise_down(diff):
+    T = diff.num_timesteps
+    for steps in (1, 2, 10, 50):
+        grids = [spaced_grid(diff, steps), spaced_grid(diff, steps, "quadratic"), karras_grid(diff, steps),
+                 geometric_grid(diff, steps)]
+        for grid in grids:
+            ts = list(grid.timesteps)
+            assert ts == sorted(set(ts), reverse=True) and ts[0] == T - 1, (steps, ts)
+            assert grid.parent is diff
+        for grid in grids[2:]:  # the sigma view
+            assert len(grid.sigmas) == len(grid) + 1 and grid.sigmas[-1] == 0.0
+            assert list(grid.sigmas[:-1]) == sorted(grid.sigmas[:-1], reverse=True)
+            assert grid.sigmas[0] == pytest.approx(float(sigmas(diff)[-1]))
+        for grid in grids[:2]:  # the respaced process steps exactly these timesteps
+            assert grid.diffusion.timestep_map.tolist() == list(grid.timesteps)[::-1]
+    full = full_grid(diff)
+    assert full.diffusion is diff and full.timesteps == tuple(range(T - 1, -1, -1)) and full.sigmas is None
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"name": "rk45"}, "unknown sampler 'rk45'; choose one of ancestral, ddim"),
+    ({"name": "ddim", "steps": 0}, "at least 1"),
+    ({"name": "euler", "eta": 0.5}, "eta applies to the ddim sampler only, not to euler"),
+    ({"name": "ddim", "eta": -0.1}, "eta must be at least 0"),
+    ({"name": "ddim", "spacing": "cubic"}, "unknown timestep spacing 'cubic'"),
+    ({"name": "heun", "spacing": "quadratic"}, "spacing applies to the ancestral, ddim, pc samplers; heun"),
+])
+def test_check_sampler_options_refuses_what_a_sampler_does_not_take(diff, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        check_sampler_options(**kwargs)
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=match):  # and sample checks with it
+        sample(gaussian_oracle(diff), diff, torch.zeros(2, 1, dtype=torch.float64), sampler=name, **kwargs)
+
+
+def test_check_sampler_options_accepts_what_a_sampler_takes():
+    for name, spec in SAMPLERS.items():
+        check_sampler_options(name, steps=5, eta=0.5 if "eta" in spec.options else 0.0,
+                              spacing="quadratic" if "spacing" in spec.options else "uniform")
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_callback_sees_every_step_and_changes_nothing(diff, name):
+    spec = SAMPLERS[name]
+    x_T = torch.randn(4, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grid = spec.grid(diff, 8, "uniform")
+    seen = []
+    runs = [spec.fn(gaussian_oracle(diff), x_T, grid, generator=per_sample_generators(1, 0, 4), callback=cb)
+            for cb in (None, seen.append)]
+    assert torch.equal(runs[0], runs[1])
+    assert [info["i"] for info in seen] == list(range(len(grid)))
+    assert [info["t"] for info in seen] == list(grid.timesteps)
+    assert all(info["x"].shape == x_T.shape for info in seen)
+    assert all((info["pred_x0"] is None) == (name == "langevin") for info in seen)

@@ -69,10 +69,10 @@ def test_checkpoint_reloads_bit_identically(tmp_path, digits):
     trainer.fit()
     _, family, path, step = load_run(tmp_path / "run", weights="model")
     assert step == 6 and path == latest_checkpoint(tmp_path / "run")
-    for (name, a), (_, b) in zip(trainer.unwrapped.state_dict().items(), family.state_dict().items()):
+    for (name, a), (_, b) in zip(trainer.unwrapped.state_dict().items(), family.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     _, ema_family, _, _ = load_run(tmp_path / "run")
-    for (name, a), (_, b) in zip(trainer.ema.model.state_dict().items(), ema_family.state_dict().items()):
+    for (name, a), (_, b) in zip(trainer.ema.model.state_dict().items(), ema_family.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     # and samples from the reloaded EMA equal those from the in-memory EMA
     assert torch.equal(trainer.ema.model.sample(4, seed=3, sampler="ddim", steps=5), ema_family.sample(4, seed=3, sampler="ddim", steps=5))
@@ -94,9 +94,9 @@ def test_resume_continues_exactly(tmp_path, digits):
     assert second.step == 6
     second.fit()
     assert second.step == 10
-    for (name, a), (_, b) in zip(straight.unwrapped.state_dict().items(), second.unwrapped.state_dict().items()):
+    for (name, a), (_, b) in zip(straight.unwrapped.state_dict().items(), second.unwrapped.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
-    for (name, a), (_, b) in zip(straight.ema.model.state_dict().items(), second.ema.model.state_dict().items()):
+    for (name, a), (_, b) in zip(straight.ema.model.state_dict().items(), second.ema.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 

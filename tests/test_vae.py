@@ -10,9 +10,9 @@ from torch import nn
 from genlab.config import resolve
 from genlab.data import load_dataset
 from genlab.data.transforms import from_model, to_model
-from genlab.diffusion.samplers import per_sample_generators
 from genlab.errors import ConfigError
 from genlab.nets.autoencoder import ConvDecoder, ConvEncoder
+from genlab.rng import per_sample_generators
 from genlab.run import load_run
 from genlab.training.trainer import Trainer
 from genlab.vae import VAE, Autoencoder, lerp, slerp

@@ -1,8 +1,9 @@
 """One typed configuration for a run: frozen dataclasses, JSON in and out.
 
 Defaults live here only. Precedence, lowest first: the dataclass defaults, the preset
-for the dataset (``PRESETS``: the settings we recommend for it), a ``--config`` file
-(JSON or TOML, same nesting as ``config.json``), then command-line flags. The CLI
+for the dataset (``PRESETS``: the settings we recommend for it), the family's own
+``presets`` (declared on its class, :mod:`genlab.family`), a ``--config`` file (JSON or
+TOML, same nesting as ``config.json``), then command-line flags. The CLI
 derives its ``train`` flags from the ``flag``/``help`` metadata of these fields.
 The resolved config is written to ``RUN/config.json`` and is all that is needed to
 rebuild the model.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import ConfigError
+from genlab.family import family_class, family_names
 
 
 def _opt(default, flag=None, help="", **kw):
@@ -146,18 +148,8 @@ class RunConfig:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
             "vae": VAEConfig, "gan": GANConfig, "energy": EnergyConfig}
 
-# What ``genlab train FAMILY`` trains: family name -> (module, class with ``from_config(cfg)``),
-# imported only when a run of that family is built (genlab.run.family_class)
-FAMILY_CLASSES = {
-    "ddpm": ("genlab.diffusion.model", "DDPM"),
-    "classifier": ("genlab.diffusion.guidance", "NoisyClassifier"),
-    "ae": ("genlab.vae", "Autoencoder"),
-    "vae": ("genlab.vae", "VAE"),
-    "gan": ("genlab.gan", "GAN"),
-    "rbm": ("genlab.energy.family", "RBMFamily"),
-    "dbn": ("genlab.energy.family", "DBNFamily"),
-}
-FAMILIES = tuple(FAMILY_CLASSES)
+# What ``genlab train FAMILY`` trains: the registered families (genlab.family), none of them imported here
+FAMILIES = family_names()
 
 # Recommended settings per dataset, applied over the dataclass defaults. Measured on a
 # 2-core CPU; see README "Recommended settings".
@@ -186,20 +178,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 PRESETS["fashion-mnist"] = PRESETS["mnist"]
 PRESETS["folder"] = PRESETS["cifar10"]
 PRESETS["cifar10-jpeg"] = PRESETS["cifar10"]
-
-# Recommended settings per family, applied over the dataset's preset ("*": every dataset,
-# then the dataset's own entry). The diffusion settings of PRESETS do not touch these families.
-FAMILY_PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
-    # DCGAN (Radford et al. 2016): Adam at 2e-4 with beta1 = 0.5, no warm-up, no clipping
-    "gan": {"*": {"train": {"lr": 2e-4, "warmup": 0, "grad_clip": 0.0}},
-            # the small MLPs on 2-D points collapse to one or two of the 8 gaussians at 2e-4 (measured)
-            "toy2d": {"train": {"lr": 1e-3}}},
-    "vae": {"*": {"train": {"warmup": 0}}, "mnist": {"train": {"batch_size": 128}}},
-    "ae": {"*": {"train": {"warmup": 0}}, "mnist": {"train": {"batch_size": 128}}},
-    # the CD gradient is not a loss gradient, so no clipping; fp32 keeps the free energies and AIS exact enough
-    "rbm": {"*": {"train": {"lr": 1e-3, "warmup": 0, "grad_clip": 0.0, "mixed_precision": "no", "batch_size": 100}}},
-}
-FAMILY_PRESETS["dbn"] = FAMILY_PRESETS["rbm"]
 
 
 def _coerce(cls, name: str, value):
@@ -283,9 +261,10 @@ def resolve(data_name: str | None = None, file_overrides: dict | None = None, cl
     )
     cfg = merge(RunConfig(), PRESETS.get(name, {}))
     family = family or file_overrides.get("family") or cfg.family
-    if family not in FAMILIES:
-        raise ConfigError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}.")
-    presets = FAMILY_PRESETS.get(family, {})
+    known = family_names()
+    if family not in known:
+        raise ConfigError(f"unknown family {family!r}; choose one of {', '.join(known)}.")
+    presets = family_class(family).presets  # "*": every dataset, then the dataset's own entry
     alias = {"fashion-mnist": "mnist"}.get(name, name)
     for key in ("*", alias):
         cfg = merge(cfg, presets.get(key, {}))

@@ -1,54 +1,187 @@
-"""Run directories: what ``genlab train`` writes and ``genlab sample`` / ``eval`` read.
+"""Run directories: what ``genlab train`` writes and ``genlab sample`` / ``eval`` / ``report`` read.
 
-A run directory holds ``config.json`` (everything needed to rebuild the model),
-``checkpoints/step_*.safetensors``, ``samples/*.png`` and ``metrics.jsonl``.
+:class:`RunDir` is the one owner of a run directory's layout::
+
+    RUN/config.json                          everything needed to rebuild the model (a RunConfig)
+    RUN/checkpoints/step_0000800.safetensors model, EMA, optimiser state, step, RNG state
+    RUN/samples/step_0000800.png             progress grids
+    RUN/metrics.jsonl                        training logs and evaluations, one JSON record a line
+
+Records carry a schema version (:data:`SCHEMA`); :func:`upgrade_record` is the one place that
+turns an older record into the current form, so readers never guess at old field names.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from genlab.config import FAMILY_CLASSES, RunConfig, from_dict
-from genlab.errors import GenlabError, RunError
-from genlab.training.checkpoint import latest_checkpoint, load_checkpoint, load_into
+from genlab.config import RunConfig, from_dict
+from genlab.errors import ConfigError, GenlabError, RunError
+from genlab.io import atomic_write_text
+from genlab.training.checkpoint import list_checkpoints, load_checkpoint, load_into
+
+# Version 1: the records of issues 2-6, where a bits/dim-only evaluation (and the evaluation at the end
+# of training) named its image count, split and time "n", "split", "seconds", and "weights" could be
+# missing. Version 2 always has "bpd_n", "bpd_split", "bpd_seconds" beside "bpd" and "weights".
+SCHEMA = 2
+
+
+def upgrade_record(record: dict) -> dict:
+    """``record`` (of any schema version) in the current schema: a new dict, the original untouched."""
+    r = dict(record)
+    version = int(r.get("schema", 1))
+    if version > SCHEMA:
+        raise RunError(f"a metrics record has schema {version}, newer than this genlab's {SCHEMA}; upgrade genlab.")
+    if version < 2 and r.get("event") == "eval":
+        if "bpd" in r and "bpd_n" not in r:
+            r["bpd_n"], r["bpd_split"] = r.get("n"), r.get("split")
+            if "seconds" in r:
+                r["bpd_seconds"] = r["seconds"]
+        r.setdefault("weights", "ema")
+    r["schema"] = SCHEMA
+    return r
+
+
+class RunDir:
+    """A run directory: its paths, its config, its checkpoints and its metrics records."""
+
+    CONFIG = "config.json"
+    CHECKPOINTS = "checkpoints"
+    SAMPLES = "samples"
+    METRICS = "metrics.jsonl"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # ----- layout ------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / self.SAMPLES
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step_{step:07d}.safetensors"
+
+    def grid_path(self, tag: str) -> Path:
+        return self.samples_dir / f"{tag}.png"
+
+    def exists(self) -> bool:
+        """Whether a run lives here (it has a config.json)."""
+        return self.config_path.is_file()
+
+    # ----- config ------------------------------------------------------------------------------
+    def read_config(self) -> RunConfig:
+        path = self.config_path
+        if not self.path.is_dir():
+            raise RunError(f"{self.path} is not a directory; pass a run directory written by genlab train.")
+        if not path.is_file():
+            raise RunError(f"{self.path} is not a genlab run (no config.json); pass a run directory written by genlab train.")
+        try:
+            cfg = from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunError(f"{path} is not valid JSON ({e}); restore it from the checkpoint's metadata or retrain.") from None
+        except GenlabError as e:
+            raise RunError(f"{path} is not a valid genlab config: {e}") from None
+        if not cfg.data.shape:
+            raise RunError(f"{path} does not record the data shape; it was not written by genlab train.")
+        return cfg
+
+    def write_config(self, cfg: RunConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, cfg.to_json() + "\n")
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of every checkpoint, oldest first."""
+        return list_checkpoints(self.path)
+
+    def latest_checkpoint(self) -> Path:
+        found = self.checkpoints()
+        if not found:
+            raise RunError(f"{self.path} has no checkpoints/step_*.safetensors; train it first (genlab train --out {self.path}).")
+        return found[-1][1]
+
+    def load(self, weights: str = "ema", checkpoint: str | Path | None = None, device: str | torch.device = "cpu"):
+        """(config, family in eval mode with the chosen weights on ``device``, checkpoint path, step).
+
+        ``weights`` is ``"ema"`` (what sampling and evaluation use) or ``"model"``.
+        """
+        if weights not in ("ema", "model"):
+            raise ValueError(f"weights must be 'ema' or 'model', not {weights!r}")
+        cfg = self.read_config()
+        family = build_family(cfg)
+        path = Path(checkpoint) if checkpoint else self.latest_checkpoint()
+        tensors, meta = load_checkpoint(path, prefix=f"{weights}.")
+        load_into(family, tensors, f"{weights}.", path)
+        return cfg, family.to(device).eval().requires_grad_(False), path, int(meta.get("step", 0))
+
+    # ----- metrics -----------------------------------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        """Append one record (in the current schema) to metrics.jsonl."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(upgrade_record(record)) + "\n")
+
+    def records(self) -> list[dict]:
+        """Every record of metrics.jsonl, upgraded to the current schema (none if there is no file yet)."""
+        path = self.metrics_path
+        if not path.is_file():
+            return []
+        out = []
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(upgrade_record(json.loads(line)))
+            except json.JSONDecodeError:
+                raise RunError(f"{path} line {i} is not JSON; remove that line or restore the file.") from None
+        return out
+
+    def evaluations(self) -> list[dict]:
+        return [r for r in self.records() if r.get("event") == "eval"]
+
+
+# ----- functions of a run directory (the names earlier genlab code and users know) ------------
 
 
 def append_metrics(run_dir: str | Path, record: dict) -> None:
     """Append one JSON line to ``RUN/metrics.jsonl`` (training logs and evaluations alike)."""
-    with open(Path(run_dir) / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    RunDir(run_dir).append_metrics(record)
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir} is not a directory; pass a run directory written by genlab train.")
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a genlab run (no config.json); pass a run directory written by genlab train.")
+    return RunDir(run_dir).read_config()
+
+
+def family_class(name: str) -> Any:
+    """The class of family ``name`` (:func:`genlab.family.family_class`), imported on demand."""
+    from genlab.family import family_class as lookup
+
     try:
-        raw = json.loads(path.read_text())
-        cfg = from_dict(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is not valid JSON ({e}); restore it from the checkpoint's metadata or retrain.") from None
+        return lookup(name)
     except GenlabError as e:
-        raise RunError(f"{path} is not a valid genlab config: {e}") from None
-    if not cfg.data.shape:
-        raise RunError(f"{path} does not record the data shape; it was not written by genlab train.")
-    return cfg
-
-
-def family_class(name: str) -> type:
-    """The class of family ``name`` (``config.FAMILY_CLASSES``), imported on demand."""
-    import importlib
-
-    if name not in FAMILY_CLASSES:
-        raise RunError(f"unknown model family {name!r} in config.json; this genlab knows: {', '.join(FAMILY_CLASSES)}.")
-    module, cls = FAMILY_CLASSES[name]
-    return getattr(importlib.import_module(module), cls)
+        raise RunError(str(e).replace("unknown model family", "unknown model family in config.json")) from None
 
 
 def build_family(cfg: RunConfig) -> torch.nn.Module:
@@ -58,16 +191,8 @@ def build_family(cfg: RunConfig) -> torch.nn.Module:
 
 def load_run(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path | None = None,
              device: str | torch.device = "cpu"):
-    """(config, family in eval mode with the chosen weights on ``device``, checkpoint path, step).
-
-    ``weights`` is ``"ema"`` (the default: what sampling and evaluation use) or ``"model"``.
-    """
-    cfg = read_run_config(run_dir)
-    family = build_family(cfg)
-    path = Path(checkpoint) if checkpoint else latest_checkpoint(Path(run_dir))
-    tensors, meta = load_checkpoint(path, prefix=f"{weights}.")
-    load_into(family, tensors, f"{weights}.", path)
-    return cfg, family.to(device).eval().requires_grad_(False), path, int(meta.get("step", 0))
+    """:meth:`RunDir.load`: (config, family in eval mode, checkpoint path, step)."""
+    return RunDir(run_dir).load(weights, checkpoint, device)
 
 
 def compile_network(net: torch.nn.Module) -> None:
@@ -80,7 +205,7 @@ def compile_network(net: torch.nn.Module) -> None:
     --compile``). Dynamic shapes were 2x slower here. The values agree with eager execution
     to within bf16/fp32 rounding.
     """
-    net.forward = torch.compile(net.forward, dynamic=False)
+    net.forward = torch.compile(net.forward, dynamic=False)  # type: ignore[method-assign]
 
 
 def load_classifier(run_dir: str | Path, model_cfg: RunConfig, weights: str = "ema", device: str | torch.device = "cpu"):
@@ -90,8 +215,6 @@ def load_classifier(run_dir: str | Path, model_cfg: RunConfig, weights: str = "e
     trained on the same data and the same noise schedule (T and beta schedule) as the model:
     it is called with the model's x_t and timestep index.
     """
-    from genlab.errors import ConfigError
-
     cfg = read_run_config(run_dir)
     if cfg.family != "classifier":
         raise ConfigError(f"{run_dir} is a {cfg.family} run, not a classifier; pass a run written by genlab train classifier.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from functools import partial
 
 from genlab.data.cifar import load_cifar10
@@ -31,7 +32,7 @@ from genlab.data.toy import load_toy2d
 from genlab.data.transforms import from_model, levels_to_pixels, to_model
 from genlab.errors import DataError
 
-_LOADERS = {
+_LOADERS: dict[str, Callable[..., ImageDataset | PointDataset]] = {
     "digits": load_digits,
     "mnist": partial(load_idx_dataset, "mnist"),
     "fashion-mnist": partial(load_idx_dataset, "fashion-mnist"),

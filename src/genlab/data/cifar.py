@@ -23,6 +23,7 @@ import pickle
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -45,12 +46,12 @@ def _numpy_globals() -> dict[tuple[str, str], object]:
     try:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
     allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for pkg in ("numpy.core", "numpy._core"):
         allowed[(f"{pkg}.multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(f"{pkg}.multiarray", "scalar")] = multiarray.scalar
-        allowed[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer  # pickle protocol 5
+        allowed[(f"{pkg}.numeric", "_frombuffer")] = numeric._frombuffer  # type: ignore[attr-defined]  # pickle protocol 5; private, not in numpy's stubs
     allowed[("_codecs", "encode")] = _latin1_encode  # bytes in protocol-2 pickles written by Python 3
     return allowed
 
@@ -69,8 +70,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if RestrictedUnpickler._allowed is None:
             RestrictedUnpickler._allowed = _numpy_globals()
+        allowed = self._allowed
+        assert allowed is not None  # set just above
         try:
-            return self._allowed[(module, name)]
+            return allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
@@ -147,12 +150,14 @@ def _dir_reader(folder: Path) -> Callable[[list[str]], list[bytes]]:
 def _tar_reader(archive: Path, prefix: str) -> Callable[[list[str]], list[bytes]]:
     def read(filenames: list[str]) -> list[bytes]:
         # One pass over the (gzipped) archive; members are read in place, never extracted.
-        wanted = {prefix + f: None for f in filenames}
+        wanted: dict[str, bytes | None] = {prefix + f: None for f in filenames}
         try:
             with tarfile.open(archive, "r:*") as tar:
                 for member in tar:
                     if member.name in wanted and member.isfile():
-                        wanted[member.name] = tar.extractfile(member).read()
+                        f = tar.extractfile(member)
+                        assert f is not None  # a regular file's member
+                        wanted[member.name] = f.read()
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"CIFAR-10 archive {archive} is truncated or corrupt ({e}); download the "
                             f"official archive again.") from e
@@ -160,7 +165,7 @@ def _tar_reader(archive: Path, prefix: str) -> Callable[[list[str]], list[bytes]
         if missing:
             raise DataError(f"CIFAR-10 archive {archive} has no member {missing[0]}; download the "
                             f"official archive again.")
-        return list(wanted.values())
+        return cast("list[bytes]", list(wanted.values()))  # none is missing
     return read
 
 
@@ -177,7 +182,7 @@ def load_cifar10(split: str, root=None) -> ImageDataset:
     parse = _parse_bin if fmt == "bin" else _parse_py
     images, labels = [], []
     filenames = BATCHES[fmt][split]
-    for filename, data in zip(filenames, read(filenames)):
+    for filename, data in zip(filenames, read(filenames), strict=False):
         x, y = parse(data, f"{where}/{filename}")
         if y.size and (y.min() < 0 or y.max() >= len(CLASS_NAMES)):
             raise DataError(f"CIFAR-10 batch {where}/{filename} is corrupt (a label is outside 0..9); "

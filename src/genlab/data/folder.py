@@ -133,7 +133,8 @@ def _decode(source: _Source, name: str, channels: int | None) -> tuple[np.ndarra
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             grey = im.mode in GREY_MODES
-            mode = {1: "L", 3: "RGB"}.get(channels, "L" if grey else "RGB")
+            modes: dict[int | None, str] = {1: "L", 3: "RGB"}
+            mode = modes.get(channels, "L" if grey else "RGB")
             return np.asarray(im.convert(mode)), grey
     except Exception as e:  # noqa: BLE001 (Pillow raises many types on damaged files)
         raise DataError(f"image {source.describe(name)} is corrupt or not an image ({type(e).__name__}: {e}); "
@@ -144,7 +145,8 @@ def _decode_all(source: _Source, by_class: dict[str, list[str]], classes: tuple[
                 channels: int | None) -> tuple[np.ndarray, np.ndarray]:
     arrays, labels = [], []
     all_grey = True
-    size = first = None
+    size: tuple[int, ...] | None = None
+    first: str | None = None
     for label, cls in enumerate(classes):
         for name in by_class.get(cls, []):
             a, grey = _decode(source, name, channels)
@@ -152,12 +154,14 @@ def _decode_all(source: _Source, by_class: dict[str, list[str]], classes: tuple[
             if size is None:
                 size, first = a.shape[:2], name
             elif a.shape[:2] != size:
+                assert first is not None  # set with size
                 raise DataError(f"image {source.describe(name)} is {a.shape[1]}x{a.shape[0]} but "
                                 f"{source.describe(first)} is {size[1]}x{size[0]}; all images must share "
                                 f"one size, so resize them first.")
             arrays.append(a)
             labels.append(label)
     c = channels or (1 if all_grey else 3)
+    assert size is not None  # _layout found at least one image of the split
     n, (h, w) = len(arrays), size
     images = np.empty((n, c, h, w), np.uint8)
     for i, a in enumerate(arrays):

@@ -86,13 +86,14 @@ def read_idx(path: str | os.PathLike, magic: int, what: str = "IDX") -> np.ndarr
 def _find(name: str, split: str, root) -> tuple[Path, Path] | None:
     """The first folder holding both files of ``split`` (each with or without .gz)."""
     for d in search_dirs(name, root):
-        found = []
+        found: list[Path | None] = []
         for base in split_files(split):
             # Prefer the plain file: reading it skips the decompression.
             hit = next((d / f for f in (base, base + ".gz") if (d / f).is_file()), None)
             found.append(hit)
-        if all(found):
-            return found[0], found[1]
+        images, labels = found  # split_files gives two names
+        if images is not None and labels is not None:
+            return images, labels
     return None
 
 
@@ -109,7 +110,7 @@ def load_idx_dataset(name: str, split: str, root=None, *, download: bool = True,
     if root is not None and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
         raise DataError(f"{display} data folder {root} is a file, not a folder; pass --data-dir to the "
                         f"folder that holds the IDX files.")
-    paths = _find(name, split, root)
+    paths: tuple[Path, ...] | None = _find(name, split, root)
     if paths is None:
         target = download_dir(name, root)
         wanted = [f + ".gz" for f in split_files(split)]

@@ -18,6 +18,8 @@ scale), bar(alpha)_t -> ``alpha_bar``, the null label "no class" -> ``null_label
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +28,7 @@ from genlab.config import RunConfig
 from genlab.data.transforms import to_model
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, _extract
 from genlab.errors import ConfigError
+from genlab.family import register_family
 
 
 def _repeat_cond(cond: dict, times: int) -> dict:
@@ -123,6 +126,7 @@ def classifier_guidance(denoiser: Denoiser, diffusion: GaussianDiffusion, classi
     return Denoiser(net, p)
 
 
+@register_family("classifier")
 class NoisyClassifier(nn.Module):
     """The family that trains a noise-conditional classifier p_phi(y | x_t, t) for classifier guidance.
 
@@ -133,7 +137,10 @@ class NoisyClassifier(nn.Module):
     :func:`classifier_guidance` takes.
     """
 
+    config_section = "diffusion"  # trained on x_t of the --timesteps/--schedule process it will guide
+    sampler_names = ()  # it draws no images; genlab sample MODEL_RUN --classifier RUN guides a model with it
     uses_labels = True  # the Trainer passes the data's labels to forward
+    preview_count = 0  # no progress grids
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, levels: int):
         super().__init__()
@@ -143,10 +150,10 @@ class NoisyClassifier(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return self.net.num_classes
+        return cast(int, self.net.num_classes)  # the net's int attribute (EncoderClassifier.num_classes)
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "NoisyClassifier":
+    def from_config(cls, cfg: RunConfig) -> NoisyClassifier:
         from genlab.nets import EncoderClassifier
 
         shape, m, d = tuple(cfg.data.shape), cfg.model, cfg.diffusion
@@ -162,9 +169,18 @@ class NoisyClassifier(nn.Module):
                                 head_dim=m.head_dim)
         return cls(net, GaussianDiffusion.from_schedule(d.schedule, d.timesteps), cfg.data.levels)
 
+    @classmethod
+    def describe(cls, cfg: RunConfig) -> str:
+        return "classifier"
+
     def forward(self, batch: torch.Tensor, generator: torch.Generator,
                 labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.losses(batch, generator, labels)
+
+    def sample(self, n: int, seed: int = 0, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        """A classifier draws no images (``sampler_names`` is empty): refused."""
+        raise ConfigError("a noise-conditional classifier does not draw images; use its run with "
+                          "genlab sample MODEL_RUN --classifier RUN.")
 
     def losses(self, batch: torch.Tensor, generator: torch.Generator,
                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

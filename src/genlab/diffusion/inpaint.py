@@ -27,12 +27,15 @@ the seams show), or r = 5 with 100 respaced steps (460 calls) for a quick look.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
+from genlab.diffusion.grids import full_grid, spaced_grid
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, _extract
-from genlab.diffusion.samplers import GeneratorLike, ddim_timesteps, per_sample_generators, randn
 from genlab.errors import ConfigError
 from genlab.progress import progress_bar
+from genlab.rng import GeneratorLike, per_sample_generators, randn
 
 RESAMPLE = 10  # RePaint's r (U in Algorithm 1): times each jump point is resampled
 JUMP_LENGTH = 10  # RePaint's j: steps diffused back per resampling
@@ -90,7 +93,7 @@ def inpaint(
     Args:
         x_known: ``[B, C, H, W]`` images in model space; only the pixels where ``mask`` is 1 are read.
         mask: 1 = known pixel, 0 = generate; broadcastable ``[B or 1, 1 or C, H, W]``.
-        generator: one generator, or a list with one per image (see :func:`samplers.randn`).
+        generator: one generator, or a list with one per image (see :func:`genlab.rng.randn`).
         steps: respace ``diffusion`` to this many timesteps (None: all of them; RePaint uses 250).
         jump_length, resample: RePaint's j and r (both 10 in the paper; ``resample=1`` turns
             resampling off). See :func:`repaint_network_calls` for the cost.
@@ -98,12 +101,13 @@ def inpaint(
     Returns x_0 ``[B, C, H, W]``, equal to ``x_known`` where ``mask`` is 1.
     """
     T = diffusion.num_timesteps
-    proc = diffusion if steps is None or steps == T else diffusion.respaced(ddim_timesteps(T, steps))
+    grid = full_grid(diffusion) if steps is None or steps == T else spaced_grid(diffusion, steps)
+    proc = grid.diffusion
     mask = check_mask(mask, x_known)
     times = repaint_schedule(proc.num_timesteps, jump_length, resample)
     B = x_known.shape[0]
     x = randn(x_known.shape, generator, x_known.device, x_known.dtype)  # x_{T-1}, the paper's x_T
-    pairs = list(zip(times[:-1], times[1:]))
+    pairs = list(itertools.pairwise(times))
     for t_last, t_cur in (progress_bar(pairs, desc="repaint", leave=False) if progress else pairs):
         t = torch.full((B,), t_last, dtype=torch.long, device=x.device)
         if t_cur < t_last:  # reverse step x_{t} -> x_{t-1}

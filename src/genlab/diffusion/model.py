@@ -1,13 +1,15 @@
 """The DDPM family: a network, the Gaussian process, and what the Trainer needs from it.
 
 A family owns its objective and its sampling and is handed its network (DESIGN.md,
-"Interfaces"): ``losses(batch)`` returns per-example terms, ``sample(n, seed)``
-returns uint8 images, ``bits_per_dim(images)`` the variational bound.
+"Interfaces"; the contract is :class:`genlab.family.Family`): ``losses(batch)`` returns
+per-example terms, ``sample(n, seed)`` returns uint8 images, ``bits_per_dim(images)`` the
+variational bound.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,16 +18,18 @@ from genlab.config import RunConfig
 from genlab.data.transforms import from_model, to_model
 from genlab.diffusion import superres
 from genlab.diffusion.process import Denoiser, GaussianDiffusion, nats_to_bpd
-from genlab.diffusion.samplers import per_sample_generators, randn
-from genlab.diffusion.samplers import sample as run_sampler
+from genlab.diffusion.sampling import SAMPLERS
+from genlab.diffusion.sampling import sample as run_sampler
 from genlab.diffusion.timesteps import make_timestep_sampler
 from genlab.errors import ConfigError
+from genlab.family import batched_draw, register_family
 from genlab.nets import TimeMLP, UNet
 from genlab.progress import progress_bar
+from genlab.rng import per_sample_generators, randn
 
 
-def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | None = None) -> nn.Module:
-    """The denoising network described by ``cfg`` for data of ``shape`` (C, H, W).
+def build_net(cfg: RunConfig, shape: tuple[int, ...], num_classes: int | None = None) -> nn.Module:
+    """The denoising network described by ``cfg`` for data of ``shape`` (C, H, W), or (D,) for toy2d.
 
     A class-conditional model (``cfg.model.class_conditional``) gets ``cfg.data.num_classes``
     labels plus the null label ``num_classes`` (the label embedding is added to the time embedding).
@@ -50,6 +54,7 @@ def build_net(cfg: RunConfig, shape: tuple[int, int, int], num_classes: int | No
     )
 
 
+@register_family("ddpm")
 class DDPM(nn.Module):
     """Denoising diffusion probabilistic model (Ho et al. 2020) over data with ``levels`` grey levels.
 
@@ -64,6 +69,12 @@ class DDPM(nn.Module):
     ``super_resolution`` = f > 0 makes it p(x | low_res), a super-resolution model conditioned on
     x downsampled by f (see :mod:`genlab.diffusion.superres`).
     """
+
+    config_section = "diffusion"
+    has_likelihood = True
+    sampler_names = tuple(SAMPLERS)
+    sample_options = frozenset({"sampler", "steps", "eta", "spacing", "labels", "guidance", "classifier"})
+    shardable = True  # forward(..., shard=): t, eps and the label drops are drawn for the whole global batch
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, parameterization: str, loss: str,
                  shape: tuple[int, ...], levels: int, vlb_weight: float = 0.001, weighting: str = "none",
@@ -90,7 +101,7 @@ class DDPM(nn.Module):
         return self.num_classes > 0
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "DDPM":
+    def from_config(cls, cfg: RunConfig) -> DDPM:
         """Build from a resolved config whose ``data.shape`` and ``data.levels`` are filled in."""
         d = cfg.diffusion
         shape = tuple(cfg.data.shape)
@@ -107,6 +118,11 @@ class DDPM(nn.Module):
                    weighting=d.weighting, weighting_gamma=d.weighting_gamma, timestep_sampler=d.timestep_sampler,
                    num_classes=num_classes, cond_drop_prob=cfg.model.cond_drop_prob,
                    super_resolution=d.super_resolution)
+
+    @classmethod
+    def describe(cls, cfg: RunConfig) -> str:
+        """'ddpm', or 'ddpm conditional' for a class-conditional model."""
+        return "ddpm conditional" if cfg.model.class_conditional else "ddpm"
 
     @property
     def denoiser(self) -> Denoiser:
@@ -200,9 +216,8 @@ class DDPM(nn.Module):
                 raise ConfigError("this is a super-resolution model, which samples given low-resolution images; "
                                   "use genlab upscale RUN --image FILE.")
             cond["low_res"] = superres.condition(self.preview_low_res[:n], self.super_resolution, self.levels)
-        out = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
+
+        def draw(start: int, b: int) -> torch.Tensor:
             gens = per_sample_generators(seed, start, b)
             x_T = randn((b, *self.shape), gens, device)
             c = {k: v[start : start + b].to(device) for k, v in cond.items()}
@@ -210,8 +225,10 @@ class DDPM(nn.Module):
                 c["y"] = labels[start : start + b].to(device)
             x0 = run_sampler(denoiser, self.diffusion, x_T, sampler=sampler, steps=steps, eta=eta,
                              generator=gens, clip_denoised=self.levels > 0, progress=progress, spacing=spacing, **c)
-            out.append(x0.float().cpu())
-        x = torch.cat(out)
+            return x0.float()
+
+        # the sampler's own bar counts the steps of each batch: that is the progress shown
+        x = batched_draw(n, batch_size, draw, shape=self.shape)
         return x if (raw or self.levels == 0) else from_model(x, self.levels)
 
     def guided_denoiser(self, n: int, labels: torch.Tensor | None, guidance: float | None,
@@ -242,7 +259,7 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def bits_per_dim(self, images: torch.Tensor, seed: int = 0, batch_size: int = 64, max_batch: int = 512,
-                     t_samples: int | None = None, progress: bool = False) -> dict[str, float]:
+                     t_samples: int | None = None, progress: bool = False) -> dict[str, float | None]:
         """The variational bound on ``images`` (uint8), averaged, in bits/dim, with its parts.
 
         Every one of the T terms is computed unless ``t_samples`` asks for the stratified
@@ -265,11 +282,12 @@ class DDPM(nn.Module):
             bar = progress_bar(total=images.shape[0] * per_image, desc="bits/dim", unit="eval", unit_scale=True)
         for start in range(0, images.shape[0], batch_size):
             x0 = self.to_model(images[start : start + batch_size]).to(device)
-            cond = {k: v.to(device) for k, v in self.condition(images[start : start + batch_size]).items()}
+            # Any: else mypy matches the **cond tensors against variational_bound's clip_denoised: bool
+            cond: dict[str, Any] = {k: v.to(device) for k, v in self.condition(images[start : start + batch_size]).items()}
             out = self.diffusion.variational_bound(self.denoiser, x0, self.levels, generator=gen, max_batch=max_batch,
                                                    t_samples=t_samples, progress=bar.update if bar else None, **cond)
-            for k in parts:
-                parts[k].append(nats_to_bpd(out[k], D))
+            for k, part in parts.items():
+                part.append(nats_to_bpd(out[k], D))
         if bar:
             bar.close()
         per = {k: torch.cat(v) for k, v in parts.items()}

@@ -7,7 +7,7 @@ Conventions (used everywhere in genlab):
   (paper x_0). So ``t = 0`` is the first noisy latent (paper x_1), whose reverse step
   is the decoder p(x_0 | x_1), and ``t = T - 1`` is the last (paper x_T).
 * **Units**: every likelihood term is in nats per example (summed over dimensions)
-  inside this module; :func:`nats_to_bpd` converts at the edges.
+  inside this module; :func:`genlab.distributions.nats_to_bpd` converts at the edges.
 * Shapes: ``x0``, ``xt``, ``eps`` are ``[B, *D]``; ``t`` is an integer tensor ``[B]``.
 
 Notation (paper -> code): beta_t -> betas, alpha_t -> alphas, bar(alpha)_t ->
@@ -20,13 +20,14 @@ math and is handed a :class:`Denoiser` (STYLE.md, "Take" 1).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
 from genlab.diffusion.schedules import make_betas
+from genlab.distributions import discretized_gaussian_log_likelihood, nats_to_bpd, normal_kl  # noqa: F401 - re-exported
 from genlab.errors import ConfigError
 
 PARAMETERIZATIONS = ("eps", "x0", "v")
@@ -58,43 +59,6 @@ class Denoiser:
 
     def __call__(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         return self.net(xt, t, **cond)
-
-
-def nats_to_bpd(nats: torch.Tensor, num_dims: int) -> torch.Tensor:
-    """Nats per example -> bits per dimension."""
-    return nats / (num_dims * math.log(2.0))
-
-
-def normal_kl(mean1, logvar1, mean2, logvar2):
-    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
-
-
-def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, levels: int):
-    """log p(x) per element of a Gaussian discretised into ``levels`` bins on [-1, 1].
-
-    DDPM eq. (13) with 1/255 generalised to 1/(K-1) for K grey levels: the data values
-    are ``-1 + 2k/(K-1)``, bin ``k`` covers ``[x - 1/(K-1), x + 1/(K-1)]``, and the
-    edge bins extend to -inf and +inf so the K probabilities sum to one. Computed in
-    float64 with exact normal CDFs. Returns nats, same shape as ``x``.
-    """
-    x, mean, log_scale = (a.double() for a in (x, mean, log_scale))
-    half_bin = 1.0 / (levels - 1)
-    inv_std = torch.exp(-log_scale)
-    upper = (x - mean + half_bin) * inv_std
-    lower = (x - mean - half_bin) * inv_std
-    log_cdf_upper = torch.special.log_ndtr(upper)  # log P(X <= x + h), first bin
-    log_sf_lower = torch.special.log_ndtr(-lower)  # log P(X >= x - h), last bin
-    # middle bins: P(lower < Z < upper); use the tail where it is more accurate
-    mid = torch.where(
-        lower > 0,
-        torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
-        torch.special.ndtr(upper) - torch.special.ndtr(lower),
-    )
-    log_mid = torch.log(mid.clamp_min(1e-300))
-    first = x < -1 + half_bin / 2
-    last = x > 1 - half_bin / 2
-    return torch.where(first, log_cdf_upper, torch.where(last, log_sf_lower, log_mid))
 
 
 def _extract(table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -141,10 +105,10 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = (1.0 - self.alpha_bar_prev) * self.alphas.sqrt() / (1.0 - self.alpha_bar)
 
     @classmethod
-    def from_schedule(cls, schedule: str, timesteps: int, variance: str = "fixed_small") -> "GaussianDiffusion":
+    def from_schedule(cls, schedule: str, timesteps: int, variance: str = "fixed_small") -> GaussianDiffusion:
         return cls(make_betas(schedule, timesteps), variance=variance)
 
-    def respaced(self, timesteps) -> "GaussianDiffusion":
+    def respaced(self, timesteps) -> GaussianDiffusion:
         """The process restricted to a subset of timesteps, with the betas recomputed.
 
         For kept indices s_0 < s_1 < ..., the new beta_i = 1 - alpha_bar[s_i] / alpha_bar[s_{i-1}]
@@ -358,6 +322,7 @@ class GaussianDiffusion:
         weight = self.loss_weight(t, denoiser.parameterization, weighting, weighting_gamma).float()
         terms = {"loss": weight * mse, "mse": mse}
         if loss == "hybrid":
+            assert v is not None  # hybrid requires learns_variance (checked above), so v is set
             # Nichol & Dhariwal Sec. 3.1: "we apply a stop-gradient to the mu_theta(x_t, t) output for
             # the L_vlb term"; improved-diffusion builds frozen_out = cat([out.detach(), v])
             frozen = torch.cat([out.detach(), v], dim=1)
@@ -398,6 +363,7 @@ class GaussianDiffusion:
             ts = torch.arange(T).expand(B, T)  # [B, M]: the timesteps of each image
             weights = torch.ones(T, dtype=torch.float64).expand(B, T)
         else:
+            assert t_samples is not None  # bound_evaluations(None) == T, so t_samples is set here
             if t_samples < 1:
                 raise ConfigError(f"the number of sampled timesteps must be at least 1, not {t_samples}.")
             edges = torch.linspace(1, T, t_samples + 1, dtype=torch.float64).round().long()

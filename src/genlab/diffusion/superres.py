@@ -7,7 +7,7 @@ blocks (area downsampling) and rounded back to the data's grey levels, so a uint
 image from disk and the conditioning seen in training are the same thing. The network
 sees it upsampled back to H x W with **bilinear** interpolation (``align_corners=False``)
 and concatenated to x_t as extra input channels (``UNet(cond_channels=C)``, passed as the
-``low_res=`` keyword). Any sampler works: they all forward ``**cond`` to the denoiser.
+``low_res=`` keyword). Any sampler works: they all pass ``cond`` on to the denoiser.
 
 No noise conditioning augmentation (Ho et al. 2021, Sec. 4.2): the model is trained on
 clean low-res images, which is what :func:`upscale` gives it.
@@ -65,7 +65,7 @@ def upscale(family, low_res: torch.Tensor, seed: int = 0, sampler: str = "ancest
             eta: float = 0.0, batch_size: int = 256, progress: bool = False, spacing: str = "uniform") -> torch.Tensor:
     """Super-resolve uint8 ``low_res`` ``[N, C, H/f, W/f]`` with a family trained with ``--super-res f``.
 
-    Runs any sampler of :func:`genlab.diffusion.samplers.sample` with the conditioning
+    Runs any sampler of :func:`genlab.diffusion.sampling.sample` with the conditioning
     ``low_res=condition(low_res)``; output i depends only on (seed, i) and low-res image i.
     Returns uint8 ``[N, C, H, W]`` (values 0..levels-1).
     """
@@ -95,7 +95,7 @@ def bicubic(low_res: torch.Tensor, factor: int, levels: int) -> torch.Tensor:
     arr = low_res.numpy().astype(np.float32)
     for i in range(N):
         for c in range(C):
-            img = Image.fromarray(arr[i, c]).resize((w * factor, h * factor), Image.BICUBIC)  # float32: mode "F"
+            img = Image.fromarray(arr[i, c]).resize((w * factor, h * factor), Image.BICUBIC)  # type: ignore[attr-defined]  # float32: mode "F"; Pillow sets BICUBIC by setattr (Image.Resampling needs >= 9.1, we allow 9.0)
             out[i, c] = np.asarray(img)
     return torch.from_numpy(np.clip(np.round(out), 0, levels - 1).astype(np.uint8))
 

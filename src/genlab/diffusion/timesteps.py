@@ -53,6 +53,9 @@ class LossSecondMomentSampler(UniformSampler):
     gathers them from all ranks first).
     """
 
+    loss_history: torch.Tensor
+    loss_counts: torch.Tensor
+
     def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001):
         super().__init__(num_timesteps)
         self.history = history
@@ -82,7 +85,7 @@ class LossSecondMomentSampler(UniformSampler):
         """Append each example's loss to its t's history, dropping the oldest once full."""
         history = self.loss_history.cpu().clone()
         counts = self.loss_counts.cpu().clone()
-        for ti, loss in zip(t.tolist(), losses.detach().double().cpu().tolist()):
+        for ti, loss in zip(t.tolist(), losses.detach().double().cpu().tolist(), strict=False):
             if counts[ti] == self.history:
                 history[ti, :-1] = history[ti, 1:].clone()
                 history[ti, -1] = loss

@@ -20,17 +20,20 @@ generator seeded by (seed, i), so the samples do not depend on the batch size.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
+from typing import ClassVar, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genlab.config import RunConfig
-from genlab.diffusion.samplers import per_sample_generators
 from genlab.energy.rbm import RBM
 from genlab.errors import ConfigError
+from genlab.family import batched_draw, register_family
 from genlab.progress import progress_bar
+from genlab.rng import per_sample_generators
 
 _CHUNK = 25  # Gibbs steps whose uniforms a sampling chain draws at once
 
@@ -94,6 +97,7 @@ def gibbs_chains(rbm: GibbsRBM, n: int, steps: int, seed: int = 0, start: int = 
     return v, p_v
 
 
+@register_family("rbm")
 class RBMFamily(nn.Module):
     """A Bernoulli-Bernoulli RBM on binarised images, trained by CD-k or persistent CD.
 
@@ -107,6 +111,18 @@ class RBMFamily(nn.Module):
         gibbs_steps: Gibbs steps of a sampling chain.
         ais_betas, ais_chains: the annealed importance sampling schedule that estimates log Z.
     """
+
+    config_section = "energy"
+    has_likelihood = True  # bits_per_dim: log Z by AIS, on binarised images
+    sampler_names = ("gibbs",)
+    sample_options = frozenset({"steps"})  # the length of the Gibbs chains
+    quality_after_training = True
+    # the CD gradient is not a loss gradient, so no clipping; fp32 keeps the free energies and AIS exact enough
+    presets: ClassVar[dict] = {"*": {"train": {"lr": 1e-3, "warmup": 0, "grad_clip": 0.0, "mixed_precision": "no", "batch_size": 100}}}
+
+    net: GibbsRBM
+    initialised: torch.Tensor  # buffers, registered in __init__
+    chains: torch.Tensor
 
     def __init__(self, shape: tuple[int, ...], levels: int, hidden: int = 500, cd_k: int = 1, persistent: bool = False,
                  chains: int = 100, gibbs_steps: int = 1000, ais_betas: int = 10000, ais_chains: int = 100):
@@ -123,15 +139,25 @@ class RBMFamily(nn.Module):
         self.register_buffer("chains", torch.zeros(chains if persistent else 0, V))
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "RBMFamily":
+    def from_config(cls, cfg: RunConfig) -> RBMFamily:
         _check_images(cfg)
         e = cfg.energy
         return cls(tuple(cfg.data.shape), cfg.data.levels, e.hidden_units[0], e.cd_k, e.persistent,
                    cfg.train.batch_size, e.gibbs_steps, e.ais_betas, e.ais_chains)
 
+    @classmethod
+    def describe(cls, cfg: RunConfig) -> str:
+        """'rbm cd-K' or 'rbm pcd-K'."""
+        return f"rbm {'pcd' if cfg.energy.persistent else 'cd'}-{cfg.energy.cd_k}"
+
     @property
     def rbm(self) -> GibbsRBM:
         return self.net
+
+    @property
+    def default_steps(self) -> int:
+        """The Gibbs steps of a sampling chain when ``sample`` is given no ``steps``."""
+        return self.gibbs_steps
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator, labels=None) -> dict[str, torch.Tensor]:
         """Per-example ``loss`` = F(v) - F(v_neg) (its gradient is minus the CD-k / PCD estimate) and the
@@ -150,12 +176,13 @@ class RBMFamily(nn.Module):
         Returns p(v | h) of the last step as uint8 images with K levels (the mean image, as RBM samples
         are shown since Hinton's papers); chain i depends only on (seed, i).
         """
-        out = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
+
+        def draw(start: int, b: int) -> torch.Tensor:
             _, p_v = gibbs_chains(self.rbm, b, steps or self.gibbs_steps, seed, start, progress)
-            out.append(to_images(p_v, self.shape, self.levels))
-        return torch.cat(out)
+            return to_images(p_v, self.shape, self.levels)
+
+        # gibbs_chains' own bar counts the Gibbs steps of each batch: that is the progress shown
+        return batched_draw(n, batch_size, draw, shape=self.shape, dtype=torch.uint8)
 
     @torch.no_grad()
     def bits_per_dim(self, images: torch.Tensor, seed: int = 0, batch_size: int | None = None,
@@ -209,6 +236,7 @@ def rbm_likelihood(rbm: RBM, images: torch.Tensor, levels: int, seed: int, ais_c
             "ais_betas": ais_betas, "n": n, "binarised": True}
 
 
+@register_family("dbn")
 class DBNFamily(nn.Module):
     """A deep belief net (Hinton, Osindero & Teh 2006) trained greedily, one RBM per layer.
 
@@ -220,12 +248,22 @@ class DBNFamily(nn.Module):
     reports none.
     """
 
+    config_section = "energy"
+    sampler_names = ("gibbs",)
+    sample_options = frozenset({"steps"})  # the length of the Gibbs chains in the top RBM
+    quality_after_training = True
+    presets: ClassVar[dict] = RBMFamily.presets
+
+    layers: nn.ModuleList  # of GibbsRBM, bottom first; nn.ModuleList is not generic, hence the casts below
+    updates: torch.Tensor  # buffers, registered in __init__
+    initialised: torch.Tensor
+
     def __init__(self, shape: tuple[int, ...], levels: int, hidden: tuple[int, ...] = (500, 500), cd_k: int = 1,
                  total_steps: int = 1000, gibbs_steps: int = 1000):
         super().__init__()
         self.shape, self.levels = tuple(shape), levels
         sizes = (math.prod(self.shape), *hidden)
-        self.layers = nn.ModuleList(GibbsRBM(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(GibbsRBM(a, b) for a, b in itertools.pairwise(sizes))
         self.cd_k, self.total_steps, self.gibbs_steps = cd_k, total_steps, gibbs_steps
         self.preview_count = 64
         self.uses_labels = False
@@ -233,7 +271,7 @@ class DBNFamily(nn.Module):
         self.register_buffer("initialised", torch.zeros(len(self.layers), dtype=torch.bool))
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "DBNFamily":
+    def from_config(cls, cfg: RunConfig) -> DBNFamily:
         _check_images(cfg)
         e = cfg.energy
         if e.persistent:
@@ -241,10 +279,20 @@ class DBNFamily(nn.Module):
         hidden = e.hidden_units if len(e.hidden_units) > 1 else (e.hidden_units[0], e.hidden_units[0])
         return cls(tuple(cfg.data.shape), cfg.data.levels, hidden, e.cd_k, cfg.train.steps, e.gibbs_steps)
 
+    @classmethod
+    def describe(cls, cfg: RunConfig) -> str:
+        """'dbn H1-H2-...', the --rbm-hidden sizes as given."""
+        return "dbn " + "-".join(str(h) for h in cfg.energy.hidden_units)
+
     @property
     def net(self) -> GibbsRBM:
         """The top RBM: a sample costs ``gibbs_steps`` of its Gibbs steps (and one pass down)."""
-        return self.layers[-1]
+        return cast(GibbsRBM, self.layers[-1])
+
+    @property
+    def default_steps(self) -> int:
+        """The Gibbs steps of a sampling chain in the top RBM when ``sample`` is given no ``steps``."""
+        return self.gibbs_steps
 
     def layer_at(self, update: int) -> int:
         """The layer trained at update ``update`` (0-based)."""
@@ -254,11 +302,11 @@ class DBNFamily(nn.Module):
         layer = self.layer_at(int(self.updates))
         with torch.no_grad():
             v = binarize_levels(batch, self.levels, generator)
-            for rbm in self.layers[:layer]:  # a sample of the frozen layers' hidden units is the next one's data
+            for rbm in cast("Sequence[GibbsRBM]", self.layers[:layer]):  # a sample of the frozen layers' hidden units is the next one's data
                 v = draw(rbm.p_h(v), generator)
             if self.training:
                 self.updates += 1
-        rbm = self.layers[layer]
+        rbm = cast(GibbsRBM, self.layers[layer])
         if not self.initialised[layer]:
             init_visible_bias(rbm, v)
             self.initialised[layer] = True
@@ -270,17 +318,17 @@ class DBNFamily(nn.Module):
     def sample(self, n: int, seed: int = 0, batch_size: int = 256, progress: bool = False, labels=None,
                steps: int | None = None) -> torch.Tensor:
         """Gibbs chains in the top RBM, then p(v | h) down to the pixels: uint8 mean images."""
-        out = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            _, p = gibbs_chains(self.layers[-1], b, steps or self.gibbs_steps, seed, start, progress)
+
+        def draw(start: int, b: int) -> torch.Tensor:
+            _, p = gibbs_chains(cast(GibbsRBM, self.layers[-1]), b, steps or self.gibbs_steps, seed, start, progress)
             gens = per_sample_generators(seed + 1, start, b)
-            for rbm in reversed(self.layers[:-1]):
+            for rbm in reversed(cast("Sequence[GibbsRBM]", self.layers[:-1])):
                 u = torch.stack([torch.rand(p.shape[1], generator=g) for g in gens]).to(p.device)
                 h = (u < p).float()
                 p = rbm.p_v(h)
-            out.append(to_images(p, self.shape, self.levels))
-        return torch.cat(out)
+            return to_images(p, self.shape, self.levels)
+
+        return batched_draw(n, batch_size, draw, shape=self.shape, dtype=torch.uint8)
 
 
 def _check_images(cfg: RunConfig) -> None:

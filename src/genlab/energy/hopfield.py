@@ -26,7 +26,7 @@ class Hopfield:
         self.weights = np.zeros((n, n))
         self.patterns = np.zeros((0, n))
 
-    def store(self, patterns) -> "Hopfield":
+    def store(self, patterns) -> Hopfield:
         """Add ``patterns`` [K, N] of +-1 to the memory: W += (1/N) sum_k P^k P^k^T."""
         p = _spins(patterns, self.n)
         self.weights = self.weights + p.T @ p / self.n
@@ -102,7 +102,7 @@ def capacity_curve(n: int, loads, trials: int = 3, corrupt_fraction: float = 0.0
     for alpha in loads:
         k = max(1, int(round(alpha * n)))
         overlaps = []
-        for trial in range(trials):
+        for _ in range(trials):
             p = rng.choice([-1.0, 1.0], size=(k, n))
             net = Hopfield(n, zero_diagonal=zero_diagonal).store(p)
             start = corrupt(p, corrupt_fraction, seed=int(rng.integers(2 ** 31))) if corrupt_fraction else p

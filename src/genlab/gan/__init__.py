@@ -1,8 +1,8 @@
 """Generative adversarial networks: the GAN family (ns, minimax, wgan-gp) and its mode-collapse monitor."""
 
 from genlab.gan.model import (
-    LOSSES,
     GAN,
+    LOSSES,
     build_nets,
     critic_loss,
     discriminator_loss,
@@ -11,5 +11,14 @@ from genlab.gan.model import (
 )
 from genlab.gan.monitor import coverage_monitor, mode_coverage
 
-__all__ = ["LOSSES", "GAN", "build_nets", "critic_loss", "discriminator_loss", "generator_loss", "gradient_penalty",
-           "coverage_monitor", "mode_coverage"]
+__all__ = [
+    "GAN",
+    "LOSSES",
+    "build_nets",
+    "coverage_monitor",
+    "critic_loss",
+    "discriminator_loss",
+    "generator_loss",
+    "gradient_penalty",
+    "mode_coverage",
+]

@@ -22,16 +22,18 @@ generator the Trainer passes in, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+from typing import ClassVar, cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from genlab.config import RunConfig
 from genlab.data.transforms import from_model, to_model
-from genlab.diffusion.samplers import per_sample_generators, randn
 from genlab.errors import ConfigError
+from genlab.family import batched_draw, register_family
 from genlab.nets.dcgan import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
-from genlab.progress import progress_bar
+from genlab.rng import per_sample_generators, randn
 
 LOSSES = ("ns", "minimax", "wgan-gp")
 
@@ -44,13 +46,13 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 
 def generator_loss(loss: str, fake_logits: torch.Tensor) -> torch.Tensor:
     """G's loss on D's logits (critic scores for wgan-gp) of its samples, averaged."""
-    l = fake_logits.float()
+    logits = fake_logits.float()
     if loss == "minimax":
-        return -F.softplus(l).mean()  # log(1 - D(G(z))): its gradient vanishes as D(G(z)) -> 0
+        return -F.softplus(logits).mean()  # log(1 - D(G(z))): its gradient vanishes as D(G(z)) -> 0
     if loss == "ns":
-        return F.softplus(-l).mean()  # -log D(G(z))
+        return F.softplus(-logits).mean()  # -log D(G(z))
     if loss == "wgan-gp":
-        return -l.mean()  # -f(G(z))
+        return -logits.mean()  # -f(G(z))
     raise ValueError(f"unknown GAN loss {loss!r}; choose one of {', '.join(LOSSES)}")
 
 
@@ -84,13 +86,15 @@ def build_nets(cfg: RunConfig, shape: tuple[int, ...], num_classes: int = 0) -> 
         return (MLPGenerator(m.latent_dim, shape[0], m.hidden, m.depth, num_classes),
                 MLPDiscriminator(shape[0], m.hidden, m.depth, num_classes))
     norm = "layer" if cfg.gan.loss == "wgan-gp" else "batch"
+    image_shape = cast("tuple[int, int, int]", shape)  # not points (D,), so images (C, H, W)
     try:
-        return (DCGANGenerator(m.latent_dim, shape, m.channels, num_classes),
-                DCGANDiscriminator(shape, m.channels, num_classes, norm=norm))
+        return (DCGANGenerator(m.latent_dim, image_shape, m.channels, num_classes),
+                DCGANDiscriminator(image_shape, m.channels, num_classes, norm=norm))
     except ValueError as e:
         raise ConfigError(f"{e}; pass --channels with fewer widths.") from None
 
 
+@register_family("gan")
 class GAN(nn.Module):
     """A generative adversarial network over data with ``levels`` grey levels (0: continuous points).
 
@@ -98,7 +102,8 @@ class GAN(nn.Module):
     discriminator D (a critic for wgan-gp). ``num_classes`` > 0 makes both class-conditional
     (Mirza & Osindero 2014): the Trainer then passes each batch's labels, which D sees with
     the real images and G is asked to draw. ``lr``, ``d_lr`` and ``betas`` are the two
-    Adam optimisers' settings (:meth:`optimizer_groups`).
+    Adam optimisers' settings (:meth:`optimizer_groups`); ``monitor_every`` is how often training logs the
+    coverage monitor (:mod:`genlab.gan.monitor`; 0: at each sample grid).
 
     Sampling runs G in eval mode, with batch norm's running statistics. The Trainer's EMA copies
     buffers, so the EMA generator uses the live generator's statistics with its averaged
@@ -108,9 +113,23 @@ class GAN(nn.Module):
     that draws near-constant images.
     """
 
+    config_section = "gan"
+    sampler_names = ("generator",)
+    sample_options = frozenset({"labels"})
+    custom_step = True  # optimizer_groups() and train_step(): alternating D and G updates
+    quality_after_training = True
+    coverage_monitor = True  # mode collapse shows in recall and class coverage during training (every monitor_every steps)
+    presets: ClassVar[dict] = {
+        # DCGAN (Radford et al. 2016): Adam at 2e-4 with beta1 = 0.5, no warm-up, no clipping
+        "*": {"train": {"lr": 2e-4, "warmup": 0, "grad_clip": 0.0}},
+        # the small MLPs on 2-D points collapse to one or two of the 8 gaussians at 2e-4 (measured)
+        "toy2d": {"train": {"lr": 1e-3}},
+    }
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: str, shape: tuple[int, ...], levels: int,
                  latent_dim: int, num_classes: int = 0, d_steps: int = 1, gp_weight: float = 10.0,
-                 lr: float = 2e-4, d_lr: float | None = None, betas: tuple[float, float] = (0.5, 0.999)):
+                 lr: float = 2e-4, d_lr: float | None = None, betas: tuple[float, float] = (0.5, 0.999),
+                 monitor_every: int = 0):
         super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"unknown --gan-loss {loss!r}; choose one of {', '.join(LOSSES)}.")
@@ -126,9 +145,10 @@ class GAN(nn.Module):
         self.d_steps, self.gp_weight = d_steps, gp_weight
         self.lr, self.d_lr, self.betas = lr, d_lr or lr, tuple(betas)
         self.preview_count = 64 if levels else 2000  # samples in a progress grid (images) or scatter plot (points)
+        self.monitor_every = monitor_every  # steps between coverage-monitor records (0: at each sample grid)
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "GAN":
+    def from_config(cls, cfg: RunConfig) -> GAN:
         """Build from a resolved config whose ``data.shape`` and ``data.levels`` are filled in.
 
         Defaults that depend on the loss: k = ``--d-steps`` 1 (ns, minimax) or 5 (wgan-gp);
@@ -148,7 +168,12 @@ class GAN(nn.Module):
         G, D = build_nets(cfg, shape, num_classes)
         return cls(G, D, g.loss, shape, cfg.data.levels, m.latent_dim, num_classes=num_classes,
                    d_steps=g.d_steps or (5 if wgan else 1), gp_weight=g.gp_weight, lr=cfg.train.lr, d_lr=g.d_lr,
-                   betas=(beta1, 0.9 if wgan else 0.999))
+                   betas=(beta1, 0.9 if wgan else 0.999), monitor_every=g.monitor_every)
+
+    @classmethod
+    def describe(cls, cfg: RunConfig) -> str:
+        """'gan LOSS', with ' conditional' for a class-conditional GAN."""
+        return f"gan {cfg.gan.loss}" + (" conditional" if cfg.model.class_conditional else "")
 
     @property
     def uses_labels(self) -> bool:
@@ -263,19 +288,14 @@ class GAN(nn.Module):
         device = next(self.net.parameters()).device
         was_training = self.net.training
         self.net.eval()  # batch statistics would make each sample depend on its batch
-        out = []
-        bar = progress_bar(total=n, desc="sampling", unit="img", leave=False) if progress else None
+
+        def draw(start: int, b: int) -> torch.Tensor:
+            z = randn((b, self.latent_dim), per_sample_generators(seed, start, b), device)
+            y = None if labels is None else labels[start : start + b].to(device)
+            return self.net(z, y).float()
+
         try:
-            for start in range(0, n, batch_size):
-                b = min(batch_size, n - start)
-                z = randn((b, self.latent_dim), per_sample_generators(seed, start, b), device)
-                y = None if labels is None else labels[start : start + b].to(device)
-                out.append(self.net(z, y).float().cpu())
-                if bar:
-                    bar.update(b)
+            x = batched_draw(n, batch_size, draw, progress=progress, shape=self.shape)
         finally:
             self.net.train(was_training)
-            if bar:
-                bar.close()
-        x = torch.cat(out) if out else torch.zeros(0, *self.shape)
         return x if (raw or self.levels == 0) else from_model(x, self.levels)

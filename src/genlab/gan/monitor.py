@@ -18,12 +18,15 @@ do not count as coverage.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from genlab.metrics.evaluate import PR_K, subset
 from genlab.metrics.quality import precision_recall
+
+if TYPE_CHECKING:
+    from genlab.family import Family
 
 MIN_SHARE = 0.1  # of the uniform share 1/K
 
@@ -40,7 +43,7 @@ def histogram_summary(counts: torch.Tensor, min_share: float = MIN_SHARE) -> dic
             "max_entropy_bits": math.log2(K)}
 
 
-def coverage_monitor(family: nn.Module, fnet, real_features: torch.Tensor, n: int = 1000, seed: int = 0) -> dict:
+def coverage_monitor(family: Family, fnet, real_features: torch.Tensor, n: int = 1000, seed: int = 0) -> dict:
     """Recall, precision and class coverage of ``n`` samples of ``family`` under feature network ``fnet``.
 
     ``fnet`` is a :class:`genlab.metrics.features.FeatureNetwork` for the family's dataset

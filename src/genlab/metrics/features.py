@@ -162,8 +162,13 @@ def weights_path(name: str) -> Path:
 
 def load_feature_network(data_name: str, path: str | Path | None = None) -> FeatureNetwork:
     """The shipped feature network for ``data_name`` (or the one at ``path``), frozen, in eval mode."""
-    name = network_name(data_name) if path is None else None
-    path = Path(path) if path is not None else weights_path(name)
+    name: str | None
+    if path is None:
+        name = network_name(data_name)
+        path = weights_path(name)
+    else:
+        name = None
+        path = Path(path)
     if not path.is_file():
         raise RunError(f"the feature network {path} is missing; reinstall genlab or run "
                        f"genlab features train --data {name or data_name} --out {path}.")
@@ -228,7 +233,7 @@ def train_feature_network(name: str, out: str | Path, root=None, seed: int = 0, 
     channels_last (8x faster on AMX CPUs); the test accuracy is measured in fp32, as the
     features are extracted. Returns the recorded metadata.
     """
-    from genlab.data import load_dataset
+    from genlab.data import ImageDataset, load_dataset
 
     if name not in TRAIN_DATA:
         raise ConfigError(f"no feature network recipe for {name!r}; choose one of: {', '.join(TRAIN_DATA)}.")
@@ -240,11 +245,12 @@ def train_feature_network(name: str, out: str | Path, root=None, seed: int = 0, 
     data = TRAIN_DATA[name]
     train = load_dataset(data, "train", root=root)
     test = load_dataset(data, "test", root=root)
+    assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset)  # TRAIN_DATA are image datasets
     info = train.info
     images, labels = train.images, train.labels
     torch.manual_seed(seed)
     net = FeatureNet(info.channels, info.levels, recipe.widths, info.num_classes)
-    net = net.to(memory_format=torch.channels_last)
+    net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; the stubs omit it
     decay = [p for n, p in net.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in net.named_parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0}],

@@ -117,7 +117,7 @@ class ConvDecoder(nn.Module):
         self.input = nn.Linear(latent_dim, channels[-1] * h * w)
         self.blocks = nn.ModuleList(ResBlock(width, width, norm_groups) for width in reversed(channels))
         targets = list(reversed(channels[:-1]))  # the width after each upsampling but the last
-        self.ups = nn.ModuleList(Upsample(cin, cout) for cin, cout in zip(reversed(channels), targets))
+        self.ups = nn.ModuleList(Upsample(cin, cout) for cin, cout in zip(reversed(channels), targets, strict=False))
         self.norm = group_norm(channels[0], norm_groups)
         self.out = Upsample(channels[0], out_channels)
 

@@ -13,6 +13,8 @@ diffusion's schedule, 0..T-1); the output is ``[B, num_classes]`` logits.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -40,7 +42,7 @@ class EncoderClassifier(nn.Module):
         ch, res_px = ch0, image_size
         for level, width in enumerate(channels):
             for _ in range(num_res_blocks):
-                block = [ResBlock(ch, width, emb_dim, dropout, norm_groups)]
+                block: list[nn.Module] = [ResBlock(ch, width, emb_dim, dropout, norm_groups)]
                 if res_px in attn_resolutions:
                     block.append(AttentionBlock(width, head_dim, norm_groups))
                 self.down.append(nn.ModuleList(block))
@@ -55,7 +57,7 @@ class EncoderClassifier(nn.Module):
         self.head = nn.Linear(ch, num_classes)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.time_embed(timestep_embedding(t, self.time_embed[0].in_features))
+        emb = self.time_embed(timestep_embedding(t, cast(nn.Linear, self.time_embed[0]).in_features))
         h = self.input(x)
         for block in self.down:
             h = _run(block, h, emb)

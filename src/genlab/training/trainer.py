@@ -1,19 +1,22 @@
 """The one training loop, for every family.
 
-A family is an ``nn.Module`` whose ``forward(batch, generator)`` returns a dict of
-per-example loss terms (``"loss"`` is optimised) and which has ``sample(n, seed=...)``
-(only needed when sample grids are written). Given ``labels``, the Trainer calls
-``forward(batch, generator, labels=...)`` with the batch's labels (class-conditional
-models, classifiers). To train in several processes a family's ``forward`` also takes
-``shard=(rows, B)``: ``batch`` is then the slice ``rows`` of a global batch of B examples,
-and the family draws its randomness for all B rows and keeps these (see below).
-The Trainer owns everything else: AdamW with warm-up, gradient clipping, EMA,
+A family is a registered :class:`genlab.family.Family`: an ``nn.Module`` whose
+``forward(batch, generator)`` returns a dict of per-example loss terms (``"loss"`` is
+optimised), with ``sample(n, seed=...)`` (only called when sample grids are written) and
+the capabilities it declares as class attributes, which the Trainer reads instead of
+probing. Given ``labels``, the Trainer calls ``forward(batch, generator, labels=...)`` with
+the batch's labels (class-conditional models, classifiers). A ``shardable`` family trains in
+several processes: its ``forward`` also takes ``shard=(rows, B)``; ``batch`` is then the
+slice ``rows`` of a global batch of B examples, and the family draws its randomness for all
+B rows and keeps these (see below). A family whose ``sample_options`` include ``"sampler"``
+draws its grids with ``--grid-sampler`` and ``--grid-steps``; a grid has ``preview_count``
+samples. The Trainer owns everything else: AdamW with warm-up, gradient clipping, EMA,
 mixed precision and devices (through Accelerate), checkpoints, ``metrics.jsonl``,
 sample grids and the progress bar.
 
-Families whose update is not one loss (a GAN's alternating discriminator and generator
-steps) say so with two methods: ``optimizer_groups()`` returns ``{name: {"params": [...],
-"lr": ..., "betas": (b1, b2)}}`` (one AdamW per name, each with its own peak rate, all
+A ``custom_step`` family's update is not one loss (a GAN's alternating discriminator and
+generator steps). It has two methods: ``optimizer_groups()`` returns ``{name: {"params":
+[...], "lr": ..., "betas": (b1, b2)}}`` (one AdamW per name, each with its own peak rate, all
 warmed up together), and ``train_step(batch, generator, labels, step, update)`` does one
 step of the loop, calling ``update(name, loss)`` to back-propagate ``loss`` and step the
 optimiser ``name`` (with clipping), as often as its algorithm says; it returns the dict
@@ -36,12 +39,12 @@ all processes), sample grids and the progress bar.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -60,6 +63,18 @@ from genlab.training.checkpoint import (
     save_checkpoint,
 )
 from genlab.training.ema import EMA
+
+if TYPE_CHECKING:
+    from genlab.family import Family
+
+
+class CustomStepFamily(Protocol):
+    """What a ``custom_step`` family adds to :class:`genlab.family.Family` (module docstring)."""
+
+    def optimizer_groups(self) -> dict[str, dict[str, Any]]: ...
+
+    def train_step(self, batch: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None, step: int,
+                   update: Callable[[str, torch.Tensor], None]) -> dict[str, torch.Tensor]: ...
 
 
 def batch_indices(num_items: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
@@ -88,7 +103,7 @@ def check_batch(family: nn.Module, cfg: RunConfig, num_examples: int, num_proces
     if B > num_examples:
         raise ConfigError(f"--batch-size {B} is larger than the training set ({num_examples} examples); pass a smaller --batch-size.")
     shard_rows(B, 0, num_processes)
-    if num_processes > 1 and "shard" not in inspect.signature(family.forward).parameters:
+    if num_processes > 1 and not family.shardable:
         raise ConfigError(f"the {cfg.family} family trains in one process only; drop --processes "
                           f"(and accelerate launch or torchrun).")
 
@@ -110,7 +125,7 @@ class Trainer:
     """
 
     def __init__(self, family: nn.Module, cfg: RunConfig, run_dir: str | Path, data: torch.Tensor,
-                 save_samples: Callable[[torch.Tensor, Path], None] | None = None, progress: bool = True,
+                 save_samples: Callable[[torch.Tensor, Path], object] | None = None, progress: bool = True,
                  labels: torch.Tensor | None = None, monitor: Callable[[nn.Module, int], dict] | None = None,
                  monitor_every: int = 0):
         self.cfg = cfg
@@ -131,13 +146,13 @@ class Trainer:
             # DDP compares strides literally: a 1x1 conv's [C, C, 1, 1] gradient may carry other strides
             # in its size-1 dimensions, with the same memory layout, and no cost
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        groups = family.optimizer_groups() if hasattr(family, "optimizer_groups") else {
+        groups: dict[str, dict[str, Any]] = cast("CustomStepFamily", family).optimizer_groups() if family.custom_step else {
             "": {"params": list(family.parameters()), "lr": tc.lr}}
         self.base_lr = {name: g.get("lr", tc.lr) for name, g in groups.items()}
         optimizers = [torch.optim.AdamW(g["params"], lr=g.get("lr", tc.lr), betas=g.get("betas", (0.9, 0.999)),
                                         weight_decay=tc.weight_decay) for g in groups.values()]
         self.model, *optimizers = self.accelerator.prepare(family, *optimizers)
-        self.optimizers = dict(zip(groups, optimizers))
+        self.optimizers = dict(zip(groups, optimizers, strict=True))
         self.ema = EMA(self.unwrapped, tc.ema_decay)
         # the same generator in every process: each draws the noise of the whole global batch
         self.noise_gen = torch.Generator().manual_seed(tc.seed + 1)
@@ -163,7 +178,7 @@ class Trainer:
         """Write a checkpoint of this step (the unwrapped model: the same file from any number of processes)."""
         tensors = {f"model.{k}": v for k, v in self.unwrapped.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
-        meta = {"step": self.step, "config": self.cfg.to_json()}
+        meta: dict[str, Any] = {"step": self.step, "config": self.cfg.to_json()}  # save_checkpoint str()s each value
         for name, optimizer in self.optimizers.items():  # one optimiser: optim.*; several: optim_NAME.*
             optim_tensors, param_groups = optimizer_to_tensors(optimizer, _optim_prefix(name))
             tensors.update(optim_tensors)
@@ -227,10 +242,10 @@ class Trainer:
         if self.save_samples is None or not self.is_main:
             return None
         tc = self.tc
-        n = getattr(self.ema.model, "preview_count", 64)
-        sampling = {"sampler": tc.grid_sampler, "steps": tc.grid_steps} if _takes(self.ema.model.sample, "sampler") else {}
+        family = cast("Family", self.ema.model)
+        sampling: dict[str, Any] = {"sampler": tc.grid_sampler, "steps": tc.grid_steps} if "sampler" in family.sample_options else {}
         with self.accelerator.autocast():  # the same precision as genlab sample
-            samples = self.ema.model.sample(n, seed=tc.seed, **sampling)
+            samples = family.sample(family.preview_count, seed=tc.seed, **sampling)
         path = self.run_dir / "samples" / f"{tag}.png"
         self.save_samples(samples, path)
         return path
@@ -244,7 +259,7 @@ class Trainer:
         if self.accelerator.num_processes == 1:
             return values
         x = torch.tensor(list(values.values()), dtype=torch.float64, device=self.accelerator.device)
-        return dict(zip(values, self.accelerator.reduce(x, "mean").tolist()))
+        return dict(zip(values, self.accelerator.reduce(x, "mean").tolist(), strict=True))
 
     def fit(self) -> dict:
         """Train until ``cfg.train.steps``; returns a summary (steps, seconds, final loss, last grid)."""
@@ -262,7 +277,7 @@ class Trainer:
         window: dict[str, float] = {}
         window_n = 0
         last_grid = None
-        own_step = hasattr(self.unwrapped, "train_step")
+        own_step = self.unwrapped.custom_step
         self.model.train()
         while self.step < tc.steps:
             idx = batch_indices(len(self.data), tc.batch_size, tc.seed, self.step)[self.rows]
@@ -274,7 +289,7 @@ class Trainer:
             extra = {} if self.labels is None else {"labels": self.labels[idx].to(device, non_blocking=True)}
             if own_step:
                 with acc.autocast():
-                    terms = self.unwrapped.train_step(batch, self.noise_gen, extra.get("labels"), self.step, self.update)
+                    terms = cast("CustomStepFamily", self.unwrapped).train_step(batch, self.noise_gen, extra.get("labels"), self.step, self.update)
             else:
                 with acc.autocast():
                     terms = self.model(batch, self.noise_gen, **extra, **shard)
@@ -332,14 +347,10 @@ def _optim_prefix(name: str) -> str:
     return "optim" if not name else f"optim_{name}"
 
 
-def _takes(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
-
-
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 def fmt_seconds(s: float) -> str:
-    m, s = divmod(int(math.ceil(s)), 60)
+    m, s = divmod(math.ceil(s), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"

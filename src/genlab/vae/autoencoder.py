@@ -13,15 +13,19 @@ which is the gap the VAE closes by making p(z) = N(0, I) part of the objective.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
 from genlab.config import RunConfig
+from genlab.family import register_family
 from genlab.vae.latent import LatentFamily, at_least_float32
 
 RECON_LOSSES = ("mse", "mae")
 
 
+@register_family("ae")
 class Autoencoder(LatentFamily):
     """A (denoising) autoencoder over images of ``shape`` (C, H, W) with ``levels`` grey levels.
 
@@ -41,11 +45,17 @@ class Autoencoder(LatentFamily):
         self.noise = noise
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "Autoencoder":
+    def describe(cls, cfg: RunConfig) -> str:
+        """'ae', or 'ae denoising SIGMA' for a denoising autoencoder."""
+        return f"ae denoising {cfg.vae.noise:g}" if cfg.vae.noise else "ae"
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> Autoencoder:
         """Build from a resolved config whose ``data.shape`` and ``data.levels`` are filled in."""
         L, C = cfg.model.latent_dim, cfg.data.shape[0]
         encoder, decoder = cls.build_nets(cfg, L, C)
-        return cls(encoder, decoder, tuple(cfg.data.shape), cfg.data.levels, L, recon=cfg.vae.recon,
+        shape = cast("tuple[int, int, int]", tuple(cfg.data.shape))  # build_nets raised unless (C, H, W)
+        return cls(encoder, decoder, shape, cfg.data.levels, L, recon=cfg.vae.recon,
                    noise=cfg.vae.noise)
 
     def code(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,16 +9,18 @@ mean) and how a latent becomes an image in model space (:meth:`LatentFamily.deco
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from genlab.config import RunConfig
 from genlab.data.transforms import from_model, to_model
-from genlab.diffusion.samplers import per_sample_generators, randn
 from genlab.errors import ConfigError
+from genlab.family import batched_draw
 from genlab.nets.autoencoder import ConvDecoder, ConvEncoder
-from genlab.progress import progress_bar
+from genlab.rng import per_sample_generators, randn
 
 INTERPOLATIONS = ("linear", "slerp")
 
@@ -68,6 +70,13 @@ class LatentFamily(nn.Module):
     [B, latent_dim] -> [B, out_channels, H, W] (the network one sample evaluates once).
     """
 
+    # the capabilities both families declare (genlab.family); each registers itself
+    config_section = "vae"  # VAEConfig holds the autoencoder's settings (--recon, --ae-noise) as well
+    sampler_names = ("decoder",)
+    shardable = True  # forward(..., shard=): the noise is drawn for the whole global batch
+    latent = True
+    quality_after_training = True
+    presets: ClassVar[dict] = {"*": {"train": {"warmup": 0}}, "mnist": {"train": {"batch_size": 128}}}
     preview_count = 64  # samples in a progress grid
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, shape: tuple[int, int, int], levels: int,
@@ -128,16 +137,13 @@ class LatentFamily(nn.Module):
         """uint8 [n, C, H, W]: decode z ~ N(0, I), z of sample i drawn from the generator of (seed, i)."""
         if labels is not None:
             raise ConfigError(f"the {type(self).__name__} is unconditional: it cannot sample a class; drop the class.")
-        if n < 1 or batch_size < 1:
-            raise ValueError(f"n and batch_size must be at least 1, not {n} and {batch_size}")
-        out = []
-        starts = range(0, n, batch_size)
-        for start in progress_bar(starts, desc="sampling", unit="batch") if progress else starts:
-            b = min(batch_size, n - start)
+
+        def draw(start: int, b: int) -> torch.Tensor:
             gens = per_sample_generators(seed, start, b)
             z = randn((b, self.latent_dim), gens, self.device, self.dtype)
-            out.append(from_model(self.decode_image(z, gens, **decode).cpu(), self.levels))
-        return torch.cat(out)
+            return from_model(self.decode_image(z, gens, **decode).cpu(), self.levels)
+
+        return batched_draw(n, batch_size, draw, progress=progress, shape=self.shape, dtype=torch.uint8)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

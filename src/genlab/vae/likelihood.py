@@ -13,7 +13,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from genlab.diffusion.process import discretized_gaussian_log_likelihood, normal_kl
+from genlab.distributions import discretized_gaussian_log_likelihood, normal_kl
 
 DECODERS = ("logistic", "gaussian")
 LOG_2PI = math.log(2 * math.pi)
@@ -57,7 +57,7 @@ def decoder_log_likelihood(decoder: str, x: torch.Tensor, mean: torch.Tensor, lo
                            levels: int) -> torch.Tensor:
     """log p(x | z) per element for the decoder named ``decoder`` ("logistic" or "gaussian"), in nats.
 
-    "gaussian" is :func:`genlab.diffusion.process.discretized_gaussian_log_likelihood` (float64),
+    "gaussian" is :func:`genlab.distributions.discretized_gaussian_log_likelihood` (float64),
     returned in float32 unless an input is float64.
     """
     if decoder == "logistic":
@@ -72,7 +72,7 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, e^logvar) || N(0, 1)) per element, in nats (Kingma & Welling 2014, Appendix B)."""
     mean, logvar = _float(mean, logvar)
     zero = torch.zeros((), dtype=mean.dtype, device=mean.device)
-    return normal_kl(mean, logvar, zero, zero)  # the diffusion's Gaussian KL with the prior's mean 0, log-variance 0
+    return normal_kl(mean, logvar, zero, zero)  # the shared Gaussian KL with the prior's mean 0, log-variance 0
 
 
 def log_normal(z: torch.Tensor, mean: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0) -> torch.Tensor:

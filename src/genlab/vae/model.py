@@ -17,14 +17,15 @@ negated, so lower is better.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
 
 from genlab.config import RunConfig
-from genlab.diffusion.process import nats_to_bpd
-from genlab.diffusion.samplers import per_sample_generators
-from genlab.progress import progress_bar
+from genlab.distributions import nats_to_bpd
+from genlab.family import batched_draw, register_family
+from genlab.rng import per_sample_generators
 from genlab.vae.latent import LatentFamily, at_least_float32, soft_clamp
 from genlab.vae.likelihood import DECODERS, decoder_log_likelihood, gaussian_kl, log_normal
 
@@ -35,6 +36,7 @@ LOGVAR_RANGE = (-12.0, 4.0)
 LOG_SCALE_RANGE = (-7.0, 2.0)
 
 
+@register_family("vae")
 class VAE(LatentFamily):
     """A VAE over images of ``shape`` (C, H, W) with ``levels`` grey levels.
 
@@ -44,6 +46,9 @@ class VAE(LatentFamily):
     ``decoder_likelihood`` is "logistic" or "gaussian"; ``iwae_k`` is the default number of
     importance samples of :meth:`bits_per_dim`.
     """
+
+    has_likelihood = True  # bits_per_dim: the IWAE bound
+    sample_options = frozenset({"pixel_noise"})
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, shape: tuple[int, int, int], levels: int,
                  latent_dim: int, beta: float = 1.0, decoder_likelihood: str = "logistic", iwae_k: int = 100):
@@ -57,13 +62,19 @@ class VAE(LatentFamily):
         self.iwae_k = iwae_k
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "VAE":
+    def from_config(cls, cfg: RunConfig) -> VAE:
         """Build from a resolved config whose ``data.shape`` and ``data.levels`` are filled in."""
         L, C = cfg.model.latent_dim, cfg.data.shape[0]
         encoder, decoder = cls.build_nets(cfg, 2 * L, 2 * C)
         v = cfg.vae
-        return cls(encoder, decoder, tuple(cfg.data.shape), cfg.data.levels, L, beta=v.beta,
+        shape = cast("tuple[int, int, int]", tuple(cfg.data.shape))  # build_nets raised unless (C, H, W)
+        return cls(encoder, decoder, shape, cfg.data.levels, L, beta=v.beta,
                    decoder_likelihood=v.decoder, iwae_k=v.iwae_k)
+
+    @classmethod
+    def describe(cls, cfg: RunConfig) -> str:
+        """'vae', or 'vae beta=B' for a beta-VAE."""
+        return f"vae beta={cfg.vae.beta:g}" if cfg.vae.beta != 1 else "vae"
 
     # ----- the two conditionals ----------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,23 +202,20 @@ class VAE(LatentFamily):
             raise ValueError("bits/dim needs at least one image")
         batch_size = batch_size or max(1, max_batch // k)
         D = math.prod(self.shape)
-        parts: dict[str, list[torch.Tensor]] = {"iwae": [], "recon": [], "kl": []}
-        bar = progress_bar(total=n, desc=f"bits/dim (IWAE, k={k})", unit="img") if progress else None
-        for start in range(0, n, batch_size):
-            x = self.to_model(images[start : start + batch_size])
-            b = x.shape[0]
+
+        def draw(start: int, b: int) -> torch.Tensor:
+            """[b, 3] float64 nats: the negative IWAE bound, -E log p(x|z) and E[log q - log p(z)] of each image."""
+            x = self.to_model(images[start : start + b])
             gens = per_sample_generators(seed, start, b)
             eps = torch.stack([torch.randn((k, self.latent_dim), generator=g) for g in gens], dim=1)  # [k, b, L]
             out = self.log_weights(x, eps.to(x.device), max_batch)
             log_w = out["log_px_z"] + out["log_ratio"]  # [k, b]
-            parts["iwae"].append(-(torch.logsumexp(log_w, 0) - math.log(k)).cpu())
-            parts["recon"].append(-out["log_px_z"].mean(0).cpu())
-            parts["kl"].append(-out["log_ratio"].mean(0).cpu())
-            if bar:
-                bar.update(b)
-        if bar:
-            bar.close()
-        per = {name: nats_to_bpd(torch.cat(v), D) for name, v in parts.items()}  # [n] bits/dim each
+            return torch.stack([-(torch.logsumexp(log_w, 0) - math.log(k)), -out["log_px_z"].mean(0),
+                                -out["log_ratio"].mean(0)], dim=1)
+
+        nats = batched_draw(n, batch_size, draw, progress=progress, desc=f"bits/dim (IWAE, k={k})")
+        # [n] bits/dim each (contiguous, so the means reduce exactly as over the concatenated parts)
+        per = {name: nats_to_bpd(nats[:, i].contiguous(), D) for i, name in enumerate(("iwae", "recon", "kl"))}
         se = per["iwae"].std().item() / math.sqrt(n) if n > 1 else float("nan")
         recon, kl = per["recon"].mean().item(), per["kl"].mean().item()
         return {"bpd": per["iwae"].mean().item(), "bpd_se": se, "n": n, "iwae_k": k,

@@ -51,8 +51,10 @@ def save_points(points: torch.Tensor, path: str | Path, reference: torch.Tensor 
 
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     if reference is not None:
-        ax.scatter(*reference[:, :2].T.cpu().numpy(), s=1, c="0.8", label="data")
-    ax.scatter(*points[:, :2].T.cpu().numpy(), s=1, c="C0", label="samples")
+        rx, ry = reference[:, :2].T.cpu().numpy()
+        ax.scatter(rx, ry, s=1, c="0.8", label="data")
+    px, py = points[:, :2].T.cpu().numpy()
+    ax.scatter(px, py, s=1, c="C0", label="samples")
     ax.set_aspect("equal")
     ax.set_title(title)
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))

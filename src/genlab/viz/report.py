@@ -11,7 +11,6 @@ refused: FIDs from different feature networks are not comparable.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -20,20 +19,13 @@ from genlab.io import atomic_write, atomic_write_text
 
 
 def _records(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    if not (run / "config.json").is_file():
+    """The run's metrics records in the current schema (:meth:`genlab.run.RunDir.records`)."""
+    from genlab.run import RunDir
+
+    rd = RunDir(run)
+    if not rd.exists():
         raise RunError(f"{run} is not a genlab run (no config.json); pass run directories written by genlab train.")
-    if not path.is_file():
-        return []
-    out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise RunError(f"{path} line {i} is not JSON; remove that line or restore the file.") from None
-    return out
+    return rd.records()
 
 
 def _setting(r: dict) -> tuple:
@@ -61,7 +53,7 @@ def _series(r: dict) -> str:
     """The sampler and its settings other than the step count: one line of the NFE chart."""
     if r.get("samples_file") and not r.get("sampler"):
         return Path(r["samples_file"]).name
-    names = {"ddim": "DDIM", "dpmpp-2m": "DPM++2M", "euler": "Euler", "heun": "Heun", "langevin": "Langevin", "pc": "PC"}
+    names: dict[str | None, str] = {"ddim": "DDIM", "dpmpp-2m": "DPM++2M", "euler": "Euler", "heun": "Heun", "langevin": "Langevin", "pc": "PC"}
     name = names.get(r.get("sampler"), str(r.get("sampler")))
     eta = f" eta={r['eta']:g}" if r.get("eta") and r.get("sampler") == "ddim" else ""
     spacing = f" {r['spacing']}" if r.get("spacing") not in (None, "uniform") else ""
@@ -78,23 +70,24 @@ def _label(r: dict) -> str:
 
 
 def _family(run: Path) -> str:
-    """The run's family with what sets it apart: 'vae beta=4', 'gan wgan-gp conditional', 'rbm pcd-1' ..."""
+    """The run's family with what sets it apart: 'vae beta=4', 'gan wgan-gp conditional', 'rbm pcd-1' ...
+
+    Each family says this of its own config (``describe``); "?" when the config cannot be read,
+    the bare name for a family this genlab does not know (a plugin that is not installed).
+    """
+    from genlab.errors import GenlabError
+    from genlab.family import family_class
+    from genlab.run import read_run_config
+
     try:
-        cfg = json.loads((run / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        cfg = read_run_config(run)
+    except (GenlabError, OSError):
         return "?"
-    family = cfg.get("family", "ddpm")
-    vae, gan, energy = cfg.get("vae", {}), cfg.get("gan", {}), cfg.get("energy", {})
-    extra = {
-        "vae": f" beta={vae.get('beta', 1):g}" if vae.get("beta", 1) != 1 else "",
-        "ae": f" denoising {vae['noise']:g}" if vae.get("noise") else "",
-        "gan": f" {gan.get('loss', 'ns')}",
-        "rbm": f" {'pcd' if energy.get('persistent') else 'cd'}-{energy.get('cd_k', 1)}",
-        "dbn": " " + "-".join(str(h) for h in energy.get("hidden_units", [])),
-    }.get(family, "")
-    if family in ("ddpm", "gan") and cfg.get("model", {}).get("class_conditional"):
-        extra += " conditional"
-    return family + extra
+    try:
+        cls = family_class(cfg.family)
+    except GenlabError:
+        return cfg.family
+    return cls.describe(cfg)
 
 
 def training_seconds(records: list[dict]) -> float | None:
@@ -125,7 +118,7 @@ def collect_rows(runs: list[Path]) -> list[dict]:
         if bpds:  # the latest checkpoint's, on the most images
             top_step = max(r.get("step", 0) for r in bpds)
             at_top = [r for r in bpds if r.get("step", 0) == top_step]
-            bpd = max(at_top, key=lambda r: (r.get("bpd_n", r.get("n", 0)), at_top.index(r)))
+            bpd = max(at_top, key=lambda r: (r["bpd_n"] or 0, at_top.index(r)))
         odes = [r for r in records if "bpd_ode" in r]
         ode = max(odes, key=lambda r: (r.get("step", 0), r.get("bpd_ode_n", 0))) if odes else None
         if not quality and bpd is None and ode is None:
@@ -144,8 +137,8 @@ def collect_rows(runs: list[Path]) -> list[dict]:
         settings = sorted(latest.values(), key=lambda r: (-(r.get("nfe") or 0), r.get("n") or 0))
         bpd_fields = {}
         if bpd is not None:
-            bpd_fields = {"bpd": bpd["bpd"], "bpd_n": bpd.get("bpd_n", bpd.get("n")), "bpd_split": bpd.get("bpd_split", bpd.get("split")),
-                          "bpd_weights": bpd.get("weights", "ema"), "bpd_exact": bpd.get("t_samples") is None and "iwae_k" not in bpd
+            bpd_fields = {"bpd": bpd["bpd"], "bpd_n": bpd["bpd_n"], "bpd_split": bpd["bpd_split"],
+                          "bpd_weights": bpd["weights"], "bpd_exact": bpd.get("t_samples") is None and "iwae_k" not in bpd
                           and not bpd.get("binarised"), "bpd_se": bpd.get("bpd_se"),
                           **{k: bpd[k] for k in ("iwae_k", "binarised", "nll_nats", "log_z_se", "ais_chains", "ais_betas") if k in bpd}}
         if ode is not None:

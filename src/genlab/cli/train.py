@@ -1,0 +1,87 @@
+"""``genlab train [FAMILY]``: train a model of one family into a self-describing run directory."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from datetime import datetime
+from pathlib import Path
+
+from genlab.cli._common import add_config_flags, cli_overrides
+from genlab.config import read_config_file, resolve
+from genlab.errors import ConfigError
+from genlab.family import family_names
+
+
+def add_parser(sub) -> None:
+    t = sub.add_parser("train", help="train a DDPM or a baseline family (default: a DDPM on the bundled 8x8 digits, "
+                                     "about 2 minutes on 2 CPU cores)",
+                       description="Train a model of one family and write a self-describing run directory: a denoising "
+                                   "diffusion model (ddpm), a noise-conditional classifier for classifier guidance, or "
+                                   "one of the families diffusion is measured against (ae, vae, gan, rbm, dbn).")
+    t.add_argument("family", nargs="?", choices=family_names(), default=None,
+                   help="what to train: ddpm (default); classifier, a noise-conditional classifier p(y | x_t, t) on "
+                        "the same noise schedule, for genlab sample --classifier; ae (autoencoder; --ae-noise for a "
+                        "denoising one); vae (--beta for a beta-VAE); gan (DCGAN; --gan-loss ns, minimax or wgan-gp, "
+                        "--class-conditional); rbm (restricted Boltzmann machine, CD-k or --persistent); dbn (deep "
+                        "belief net, greedy RBMs)")
+    t.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<data>-<date>-<time>)")
+    t.add_argument("--config", type=Path, default=None, help="JSON or TOML file of settings (same sections as config.json); flags override it")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint (same step, same data order)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="train in N processes on this machine (gloo on CPUs, NCCL on GPUs), each on 1/N of every "
+                        "batch: --batch-size stays the global batch and must be a multiple of N; for several "
+                        "machines use accelerate launch or torchrun (see the README)")
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_config_flags(t)
+
+
+def _config(args):
+    """The run's config from presets, --config and flags (or, with --resume, the saved one and the changes allowed)."""
+    from genlab.train import resume_config
+
+    overrides = cli_overrides(args)
+    file_overrides = read_config_file(args.config) if args.config else {}
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs --out RUN, the run directory to continue.")
+        cfg = resume_config(args.out, file_overrides, overrides)
+        if args.family is not None and args.family != cfg.family:
+            raise ConfigError(f"{args.out} is a {cfg.family} run; resume it with genlab train {cfg.family} --resume.")
+        return cfg
+    cfg = resolve(None, file_overrides, overrides, family=args.family)
+    return cfg if args.family is None else dataclasses.replace(cfg, family=args.family)
+
+
+def run(args) -> int:
+    from genlab.train import prepare, train
+    from genlab.training.launch import as_in_first_process, launch, launched_processes
+    from genlab.training.trainer import check_batch
+
+    launched = launched_processes()
+    if args.processes is not None:
+        if args.processes < 1:
+            raise ConfigError(f"--processes must be at least 1, not {args.processes}.")
+        if launched is not None and launched != args.processes:
+            raise ConfigError(f"--processes {args.processes} differs from the {launched} processes accelerate launch or "
+                              f"torchrun started; drop --processes when using a launcher.")
+    cfg = _config(args)
+    run_dir = args.out or Path("runs") / f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if args.out is None and launched and launched > 1:
+        run_dir = as_in_first_process(run_dir)  # the clock may have ticked between the processes
+    if not args.resume and (run_dir / "config.json").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out.")
+    if args.resume:
+        from genlab.run import RunDir
+
+        RunDir(run_dir).latest_checkpoint()  # a run without a checkpoint is said before the data loads
+    if args.processes and args.processes > 1 and launched is None:
+        # this process loads and checks everything before it starts the others: a download happens
+        # once, and bad input is said once
+        cfg, train_ds, family = prepare(cfg)
+        check_batch(family, cfg, len(train_ds), args.processes)
+        del train_ds, family
+        return launch(args.argv, args.processes)
+    train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    return 0
