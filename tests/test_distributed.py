@@ -20,7 +20,7 @@ import genlab
 from conftest import TINY
 from genlab.cli import main
 from genlab.errors import ConfigError
-from genlab.training.checkpoint import latest_checkpoint
+from genlab.run import RunDir
 from genlab.training.trainer import batch_indices, shard_rows
 
 # fp32, a loss line per step, no final evaluation; class-conditional with label dropout, so every
@@ -49,7 +49,7 @@ def genlab_subprocess(*argv, launcher=(), tmpdir=None) -> subprocess.CompletedPr
 
 
 def tensors(run: Path, prefix: str = "model.") -> dict[str, torch.Tensor]:
-    return {k: v for k, v in load_file(latest_checkpoint(run)).items() if k.startswith(prefix)}
+    return {k: v for k, v in load_file(RunDir(run).latest_checkpoint()).items() if k.startswith(prefix)}
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -104,7 +104,7 @@ def test_a_checkpoint_moves_between_one_and_two_processes(one_process, tmp_path,
     assert "resuming" in p.stdout and "2 processes" in p.stdout
     assert main(["train", "--resume", "--out", str(run), "--steps", "4", "--no-progress"]) == 0
     assert "resuming" in capsys.readouterr().out
-    assert latest_checkpoint(run).name == "step_0000004.safetensors"
+    assert RunDir(run).latest_checkpoint().name == "step_0000004.safetensors"
     assert max_difference(tensors(one_process), tensors(run)) < ATOL
     assert losses(run) == pytest.approx(losses(one_process), rel=1e-6)
 

@@ -16,8 +16,8 @@ from genlab.diffusion.model import DDPM
 from genlab.diffusion.sampling import sample
 from genlab.diffusion.timesteps import LossSecondMomentSampler, UniformSampler, make_timestep_sampler
 from genlab.errors import ConfigError
-from genlab.run import build_family, load_run
-from genlab.training.checkpoint import latest_checkpoint, load_checkpoint
+from genlab.run import RunDir, build_family, load_run
+from genlab.training.checkpoint import load_checkpoint
 from genlab.training.trainer import Trainer
 from test_cli import assert_one_sentence_error, run_cli
 from test_oracle import check_moments, gaussian_oracle
@@ -424,8 +424,8 @@ def test_importance_sampling_state_is_checkpointed_and_resumed(tmp_path, capsys)
     assert run_cli(capsys, "train", *flags, "--steps", "4", "--out", whole)[0] == 0
     assert run_cli(capsys, "train", *flags, "--steps", "2", "--out", split)[0] == 0
     assert run_cli(capsys, "train", "--resume", "--out", split, "--steps", "4", "--no-progress")[0] == 0
-    a, _ = load_checkpoint(latest_checkpoint(whole), prefix="model.timestep_sampler.")
-    b, _ = load_checkpoint(latest_checkpoint(split), prefix="model.timestep_sampler.")
+    a, _ = load_checkpoint(RunDir(whole).latest_checkpoint(), prefix="model.timestep_sampler.")
+    b, _ = load_checkpoint(RunDir(split).latest_checkpoint(), prefix="model.timestep_sampler.")
     assert set(a) == {"model.timestep_sampler.loss_history", "model.timestep_sampler.loss_counts"}
     assert a["model.timestep_sampler.loss_counts"].sum() == 4 * 16  # every loss recorded (none past 10 per t yet)
     assert torch.equal(a["model.timestep_sampler.loss_counts"], b["model.timestep_sampler.loss_counts"])

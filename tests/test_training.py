@@ -9,9 +9,8 @@ from genlab.config import resolve
 from genlab.data import load_dataset
 from genlab.diffusion.model import DDPM
 from genlab.errors import RunError, TrainingError
-from genlab.run import load_run
+from genlab.run import RunDir, load_run
 from genlab.training import checkpoint as ckpt_mod
-from genlab.training.checkpoint import latest_checkpoint, list_checkpoints
 from genlab.training.trainer import Trainer, batch_indices
 
 
@@ -68,7 +67,7 @@ def test_checkpoint_reloads_bit_identically(tmp_path, digits):
     trainer = make_trainer(cfg, tmp_path / "run", digits)
     trainer.fit()
     _, family, path, step = load_run(tmp_path / "run", weights="model")
-    assert step == 6 and path == latest_checkpoint(tmp_path / "run")
+    assert step == 6 and path == RunDir(tmp_path / "run").latest_checkpoint()
     for (name, a), (_, b) in zip(trainer.unwrapped.state_dict().items(), family.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     _, ema_family, _, _ = load_run(tmp_path / "run")
@@ -90,7 +89,7 @@ def test_resume_continues_exactly(tmp_path, digits):
     first = make_trainer(tiny_cfg(0.1, steps=6), tmp_path / "b", digits)
     first.fit()
     second = make_trainer(tiny_cfg(0.1, steps=10), tmp_path / "b", digits)
-    second.load(latest_checkpoint(tmp_path / "b"))
+    second.load(RunDir(tmp_path / "b").latest_checkpoint())
     assert second.step == 6
     second.fit()
     assert second.step == 10
@@ -103,7 +102,7 @@ def test_resume_continues_exactly(tmp_path, digits):
 def test_old_checkpoints_are_pruned(tmp_path, digits):
     trainer = make_trainer(tiny_cfg(steps=8, checkpoint_every=2, keep_checkpoints=2), tmp_path / "run", digits)
     trainer.fit()
-    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [6, 8]
+    assert [s for s, _ in RunDir(tmp_path / "run").checkpoints()] == [6, 8]
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path, digits):

@@ -22,7 +22,7 @@ import torch
 from genlab.config import RunConfig, from_dict
 from genlab.errors import ConfigError, GenlabError, RunError
 from genlab.io import atomic_write_text
-from genlab.training.checkpoint import list_checkpoints, load_checkpoint, load_into
+from genlab.training.checkpoint import checkpoint_files, checkpoint_name, load_checkpoint, load_into
 
 # Version 1: the records of issues 2-6, where a bits/dim-only evaluation (and the evaluation at the end
 # of training) named its image count, split and time "n", "split", "seconds", and "weights" could be
@@ -81,7 +81,7 @@ class RunDir:
         return self.path / self.METRICS
 
     def checkpoint_path(self, step: int) -> Path:
-        return self.checkpoints_dir / f"step_{step:07d}.safetensors"
+        return self.checkpoints_dir / checkpoint_name(step)
 
     def grid_path(self, tag: str) -> Path:
         return self.samples_dir / f"{tag}.png"
@@ -114,7 +114,7 @@ class RunDir:
     # ----- checkpoints -------------------------------------------------------------------------
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(step, path) of every checkpoint, oldest first."""
-        return list_checkpoints(self.path)
+        return checkpoint_files(self.checkpoints_dir)
 
     def latest_checkpoint(self) -> Path:
         found = self.checkpoints()

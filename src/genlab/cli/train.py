@@ -70,11 +70,11 @@ def run(args) -> int:
     run_dir = args.out or Path("runs") / f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if args.out is None and launched and launched > 1:
         run_dir = as_in_first_process(run_dir)  # the clock may have ticked between the processes
-    if not args.resume and (run_dir / "config.json").exists():
+    from genlab.run import RunDir
+
+    if not args.resume and RunDir(run_dir).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out.")
     if args.resume:
-        from genlab.run import RunDir
-
         RunDir(run_dir).latest_checkpoint()  # a run without a checkpoint is said before the data loads
     if args.processes and args.processes > 1 and launched is None:
         # this process loads and checks everything before it starts the others: a download happens

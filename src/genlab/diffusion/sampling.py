@@ -111,13 +111,17 @@ def default_steps(name: str, T: int) -> int:
 
 
 def sampler_help() -> str:
-    """One line: each sampler with its default steps and its network evaluations (NFE) at them."""
+    """One line: each sampler with its default steps and its network evaluations (NFE) at them.
+
+    The NFE is an upper bound for the samplers whose grid is rounded to trained timesteps (two grid
+    points can round to the same one); genlab sample and eval print the count they measured.
+    """
     parts = []
     for name, spec in SAMPLERS.items():
         if spec.default_steps is None:
             parts.append(f"{name} (every timestep, NFE = T)")
         else:
-            parts.append(f"{name} ({spec.default_steps} steps, NFE {spec.nfe(spec.default_steps)})")
+            parts.append(f"{name} ({spec.default_steps} steps, NFE up to {spec.nfe(spec.default_steps)})")
     return "; ".join(parts)
 
 

@@ -64,9 +64,17 @@ def load_checkpoint(path: Path, prefix: str | None = None) -> tuple[dict[str, to
     return tensors, meta
 
 
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint in ``run_dir/checkpoints``, oldest first."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
+def checkpoint_name(step: int) -> str:
+    """The file name of the checkpoint of ``step`` (``step_0000800.safetensors``)."""
+    return f"step_{step:07d}.safetensors"
+
+
+def checkpoint_files(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint file in the folder ``ckpt_dir``, oldest first (none if it is missing).
+
+    Where that folder lies in a run directory is :class:`genlab.run.RunDir`'s business.
+    """
+    ckpt_dir = Path(ckpt_dir)
     found = []
     if ckpt_dir.is_dir():
         for p in ckpt_dir.iterdir():
@@ -74,13 +82,6 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
             if m:
                 found.append((int(m.group(1)), p))
     return sorted(found)
-
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise RunError(f"{run_dir} has no checkpoints/step_*.safetensors; train it first (genlab train --out {run_dir}).")
-    return found[-1][1]
 
 
 def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path) -> None:

@@ -51,11 +51,9 @@ from torch import nn
 
 from genlab.config import RunConfig
 from genlab.errors import ConfigError, TrainingError
-from genlab.io import atomic_write_text
 from genlab.progress import progress_bar
-from genlab.run import append_metrics
+from genlab.run import RunDir
 from genlab.training.checkpoint import (
-    list_checkpoints,
     load_checkpoint,
     load_into,
     optimizer_from_tensors,
@@ -133,6 +131,7 @@ class Trainer:
         self.monitor_every = monitor_every or cfg.train.sample_every
         self.tc = tc = cfg.train
         self.run_dir = Path(run_dir)
+        self.rundir = RunDir(run_dir)  # its layout
         self.data = data
         self.labels = labels
         if labels is not None and len(labels) != len(data):
@@ -172,7 +171,7 @@ class Trainer:
 
     # ----- checkpoints -------------------------------------------------------------------
     def checkpoint_path(self, step: int) -> Path:
-        return self.run_dir / "checkpoints" / f"step_{step:07d}.safetensors"
+        return self.rundir.checkpoint_path(step)
 
     def save(self) -> Path:
         """Write a checkpoint of this step (the unwrapped model: the same file from any number of processes)."""
@@ -187,7 +186,7 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         path = self.checkpoint_path(self.step)
         save_checkpoint(path, tensors, meta)
-        for _, old in list_checkpoints(self.run_dir)[:-max(1, self.tc.keep_checkpoints)]:
+        for _, old in self.rundir.checkpoints()[:-max(1, self.tc.keep_checkpoints)]:
             old.unlink(missing_ok=True)
         return path
 
@@ -218,7 +217,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the loss became {loss.item()} at step {self.step}; lower --lr (now {self.tc.lr:g}) or use "
-                f"--mixed-precision no, and --resume from the last checkpoint in {self.run_dir / 'checkpoints'}."
+                f"--mixed-precision no, and --resume from the last checkpoint in {self.rundir.checkpoints_dir}."
             )
         optimizer = self.optimizers[name]
         self.accelerator.backward(loss)  # DDP averages the gradients over the processes' equal shards
@@ -246,13 +245,13 @@ class Trainer:
         sampling: dict[str, Any] = {"sampler": tc.grid_sampler, "steps": tc.grid_steps} if "sampler" in family.sample_options else {}
         with self.accelerator.autocast():  # the same precision as genlab sample
             samples = family.sample(family.preview_count, seed=tc.seed, **sampling)
-        path = self.run_dir / "samples" / f"{tag}.png"
+        path = self.rundir.grid_path(tag)
         self.save_samples(samples, path)
         return path
 
     def log(self, record: dict) -> None:
         if self.is_main:
-            append_metrics(self.run_dir, record)
+            self.rundir.append_metrics(record)
 
     def mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
         """``values`` averaged over all processes (each holds the mean over its equal shard)."""
@@ -267,8 +266,7 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()  # every process has checked the run directory before the first writes to it
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.json", self.cfg.to_json() + "\n")
+            self.rundir.write_config(self.cfg)
         device = acc.device
         shard = {} if acc.num_processes == 1 else {"shard": (self.rows, tc.batch_size)}
         start_step = self.step
