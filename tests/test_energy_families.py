@@ -157,7 +157,7 @@ def test_energy_settings_are_checked():
 
     with pytest.raises(ConfigError, match="one hidden layer"):
         resolve(None, {}, {"energy": {"hidden_units": (10, 10)}}, family="rbm")
-    with pytest.raises(ConfigError, match="--cd-k"):
+    with pytest.raises(ConfigError, match="energy.cd_k"):
         resolve(None, {}, {"energy": {"cd_k": 0}}, family="rbm")
     with pytest.raises(ConfigError, match="continuous"):
         resolve(None, {}, {"data": {"name": "toy2d"}}, family="rbm")

@@ -178,7 +178,7 @@ def test_defaults_follow_the_loss():
     # the critic has no batch norm (the penalty is per example); the DCGAN discriminator has
     assert not any(isinstance(m, nn.BatchNorm2d) for m in wgan.disc.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in ns.disc.modules())
-    with pytest.raises(ConfigError, match="class-conditional"):
+    with pytest.raises(ConfigError, match="model.class_conditional needs labelled data"):
         cfg = gan_cfg(model={"class_conditional": True})
         GAN.from_config(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_classes=0)))
 

@@ -208,7 +208,7 @@ def test_the_hybrid_weight_scales_the_bound_term(learned):
 
 def test_hybrid_needs_a_learned_variance(diff):
     x0, noise, t = digits_batch()
-    with pytest.raises(ConfigError, match="--variance learned_range"):
+    with pytest.raises(ConfigError, match="diffusion.variance learned_range"):
         diff.training_losses(gaussian_oracle(diff), x0, t, noise, loss="hybrid", levels=17)
 
 

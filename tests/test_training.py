@@ -109,7 +109,7 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, digits):
     trainer = make_trainer(tiny_cfg(steps=5), tmp_path / "run", digits)
     with torch.no_grad():
         next(trainer.unwrapped.parameters()).fill_(float("nan"))
-    with pytest.raises(TrainingError, match="the loss became nan at step 0; lower --lr"):
+    with pytest.raises(TrainingError, match="the loss became nan at step 0; lower train.lr"):
         trainer.fit()
 
 

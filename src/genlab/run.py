@@ -102,7 +102,7 @@ class RunDir:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RunError(f"{path} is not valid JSON ({e}); restore it from the checkpoint's metadata or retrain.") from None
         except GenlabError as e:
-            raise RunError(f"{path} is not a valid genlab config: {e}") from None
+            raise RunError(f"{path} is not a valid genlab config: {e.template}") from None
         if not cfg.data.shape:
             raise RunError(f"{path} does not record the data shape; it was not written by genlab train.")
         return cfg
@@ -137,11 +137,13 @@ class RunDir:
         return cfg, family.to(device).eval().requires_grad_(False), path, int(meta.get("step", 0))
 
     # ----- metrics -----------------------------------------------------------------------------
-    def append_metrics(self, record: dict) -> None:
-        """Append one record (in the current schema) to metrics.jsonl."""
+    def append_metrics(self, record: dict) -> dict:
+        """Append one record to metrics.jsonl in the current schema; returns it as written."""
         self.path.mkdir(parents=True, exist_ok=True)
+        written = upgrade_record(record)
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(upgrade_record(record)) + "\n")
+            f.write(json.dumps(written) + "\n")
+        return written
 
     def records(self) -> list[dict]:
         """Every record of metrics.jsonl, upgraded to the current schema (none if there is no file yet)."""
@@ -181,7 +183,7 @@ def family_class(name: str) -> Any:
     try:
         return lookup(name)
     except GenlabError as e:
-        raise RunError(str(e).replace("unknown model family", "unknown model family in config.json")) from None
+        raise RunError(e.template.replace("unknown model family", "unknown model family in config.json")) from None
 
 
 def build_family(cfg: RunConfig) -> torch.nn.Module:
@@ -221,9 +223,9 @@ def load_classifier(run_dir: str | Path, model_cfg: RunConfig, weights: str = "e
     md, cd = model_cfg.diffusion, cfg.diffusion
     if cfg.data.name != model_cfg.data.name or tuple(cfg.data.shape) != tuple(model_cfg.data.shape):
         raise ConfigError(f"the classifier {run_dir} was trained on {cfg.data.name} but the model on {model_cfg.data.name}; "
-                          f"train a classifier with --data {model_cfg.data.name}.")
+                          f"train a classifier with {{data.name}} {model_cfg.data.name}.")
     if (cd.timesteps, cd.schedule) != (md.timesteps, md.schedule):
         raise ConfigError(f"the classifier {run_dir} was trained on the {cd.schedule} schedule with T={cd.timesteps} but the model "
-                          f"uses {md.schedule} with T={md.timesteps}; train it with --timesteps {md.timesteps} --schedule {md.schedule}.")
+                          f"uses {md.schedule} with T={md.timesteps}; train it with {{diffusion.timesteps}} {md.timesteps} {{diffusion.schedule}} {md.schedule}.")
     _, family, _, _ = load_run(run_dir, weights=weights, device=device)
     return cfg, family

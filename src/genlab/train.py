@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from genlab.config import RunConfig, resolve
-from genlab.errors import ConfigError, GenlabError
+from genlab.errors import ConfigError, GenlabError, render
 from genlab.evaluate import (
     QUALITY_AFTER_TRAINING,
     SamplingSpec,
@@ -79,13 +79,14 @@ def prepare(cfg: RunConfig):
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          say: Callable[..., None] = print, evaluate: bool = True) -> dict:
+          say: Callable[[str], None] | None = None, evaluate: bool = True) -> dict:
     """Train ``cfg`` into ``run_dir`` (``resume``: from its latest checkpoint) and evaluate it.
 
     Returns the Trainer's summary (``steps``, ``seconds``, ``checkpoint``, ``grid``) with the
     records of the evaluation after training under ``evaluations``. ``say`` prints progress lines
-    (only the first of several processes speaks).
+    (default: print them, settings named as ``section.field``; only the first of several processes speaks).
     """
+    say = say or (lambda text: print(render(text)))
     from genlab.training.trainer import Trainer, count_parameters
     from genlab.viz import save_samples
 
@@ -146,7 +147,7 @@ def _next_step(family, cfg: RunConfig, run: RunDir) -> str:
 
 
 def evaluate_after_training(family, cfg: RunConfig, run: RunDir, step: int, progress: bool = True,
-                            say: Callable[..., None] = print) -> list[dict]:
+                            say: Callable[[str], None] = print) -> list[dict]:
     """The evaluation that ends training (EMA weights), logged to metrics.jsonl and said; its records.
 
     A classifier: its test accuracy. A family with a likelihood: the test bits/dim (``train.eval_bpd``,
@@ -163,7 +164,7 @@ def evaluate_after_training(family, cfg: RunConfig, run: RunDir, step: int, prog
         try:
             test = load_split(cfg, "test")
         except GenlabError as e:
-            say(f"genlab: no test {'accuracy' if not family.sampler_names else 'bits/dim'}: {e}")
+            say(f"genlab: no test {'accuracy' if not family.sampler_names else 'bits/dim'}: {e.template}")
     if test is not None and not family.sampler_names:
         n = tc.eval_limit or len(test)
         result = family.accuracy(test.images[:n], test.labels[:n], seed=tc.seed)
@@ -183,8 +184,7 @@ def evaluate_after_training(family, cfg: RunConfig, run: RunDir, step: int, prog
                 f"in {fmt_seconds(result['seconds'])}")
         else:
             say(f"genlab: test {describe_bpd(result)} ({result['n']} images, EMA) in {fmt_seconds(result['seconds'])}")
-    for r in records:
-        run.append_metrics(r)
+    records = [run.append_metrics(r) for r in records]
     if family.quality_after_training:
         record = _quality_after_training(family, cfg, run, step, progress, say)
         if record:
@@ -207,7 +207,7 @@ def _quality_after_training(family, cfg: RunConfig, run: RunDir, step: int, prog
                         seed=cfg.train.seed, progress=progress)
     record = {"event": "eval", "metric": "fid,kid,pr", **q, **protocol, "data": cfg.data.name, "weights": "ema",
               "step": step, "mixed_precision": cfg.train.mixed_precision}
-    run.append_metrics(record)
+    record = run.append_metrics(record)
     say(f"genlab: FID {record['fid']:.3f}, KID {record['kid']:.5f}, precision {record['precision']:.3f}, recall "
         f"{record['recall']:.3f} ({record['n']} EMA samples against the {cfg.data.name} training split; "
         f"{record['seconds_per_sample'] * 1e3:.2f} ms per sample)")

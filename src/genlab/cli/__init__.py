@@ -13,6 +13,7 @@ import sys
 
 from genlab.cli import eval as eval_cmd
 from genlab.cli import features, hopfield, inpaint, report, sample, train, upscale
+from genlab.config import FLAGS
 from genlab.errors import GenlabError
 
 COMMANDS = {"train": train, "sample": sample, "eval": eval_cmd, "report": report, "features": features,
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
     except GenlabError as e:
         if args.debug:
             raise
-        print(f"genlab: error: {e}", file=sys.stderr)
+        print(f"genlab: error: {e.render(FLAGS)}", file=sys.stderr)  # settings said as their flags
         return 2
     except KeyboardInterrupt:
         print("genlab: interrupted; resume with --resume --out RUN", file=sys.stderr)

@@ -83,5 +83,8 @@ def run(args) -> int:
         check_batch(family, cfg, len(train_ds), args.processes)
         del train_ds, family
         return launch(args.argv, args.processes)
-    train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    from genlab.config import FLAGS
+    from genlab.errors import render
+
+    train(cfg, run_dir, resume=args.resume, progress=not args.no_progress, say=lambda text: print(render(text, FLAGS)))
     return 0

@@ -177,7 +177,7 @@ def load_cifar10(split: str, root=None) -> ImageDataset:
             os.environ.get("GENLAB_DATA") or search_dirs("cifar10", None)[-1])
         raise DataError(f"CIFAR-10 was not found; put the extracted cifar-10-batches-py or cifar-10-batches-bin "
                         f"folder (from https://www.cs.toronto.edu/~kriz/cifar.html) in {where}, or pass "
-                        f"--data-dir to a folder that holds one.")
+                        f"{{data.root}} to a folder that holds one.")
     fmt, read, where = found
     parse = _parse_bin if fmt == "bin" else _parse_py
     images, labels = [], []

@@ -123,7 +123,7 @@ def download(
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create the data folder {dest_dir} ({e.strerror}); "
-                        f"pass --data-dir to a writable folder.") from e
+                        f"pass {{data.root}} to a writable folder.") from e
     paths = []
     for filename in filenames:
         if filename not in SHA256[name]:
@@ -142,7 +142,7 @@ def download(
                 _fetch(url, dest, SHA256[name][filename], timeout)
                 break
             except _LocalWriteError as e:
-                raise DataError(f"cannot write {dest} ({e}); free some disk space or pass --data-dir to a "
+                raise DataError(f"cannot write {dest} ({e}); free some disk space or pass {{data.root}} to a "
                                 f"writable folder.") from e
             except _ChecksumMismatch as e:
                 mismatch = f"{url} served a file with {e}"
@@ -157,7 +157,7 @@ def download(
                                 f"not kept; try again later, or put the canonical file in {dest_dir} by hand.")
             last = failures[-1] if failures else "no mirror configured"
             raise DataError(f"could not download {display} (no network?; last error {last}): put the IDX "
-                            f"files ({', '.join(filenames)}) in {dest_dir} or pass --data-dir "
+                            f"files ({', '.join(filenames)}) in {dest_dir} or pass {{data.root}} "
                             f"to a folder that holds them.")
     return paths
 

@@ -58,10 +58,10 @@ class _Source:
                 self.zip = zipfile.ZipFile(root)
                 names = [n for n in self.zip.namelist() if not n.endswith("/")]
             except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise DataError(f"image archive {root} is not a readable zip file ({e}); pass --data-dir to "
+                raise DataError(f"image archive {root} is not a readable zip file ({e}); pass {{data.root}} to "
                                 f"a folder or a complete .zip of <split>/<class>/<image> files.") from e
         else:
-            raise DataError(f"image folder {root} does not exist; pass --data-dir to a folder or .zip laid "
+            raise DataError(f"image folder {root} does not exist; pass {{data.root}} to a folder or .zip laid "
                             f"out as <split>/<class>/<image>.")
         self.names = sorted(n for n in names
                             if not any(_hidden(p) for p in n.split("/"))
@@ -208,7 +208,7 @@ def load_folder(split: str, root=None, *, channels: int | None = None, cache: bo
     """Images from a folder or .zip ``root`` laid out ``<split>/<class>/<image>`` (see the module docstring)."""
     if root is None:
         raise DataError("the folder dataset needs a folder or .zip of <split>/<class>/<image> files; pass "
-                        "--data-dir (root=) to it.")
+                        "{{data.root}} (root=) to it.")
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 or 3 (or left unset to detect it), not {channels!r}.")
     source = _Source(Path(root).expanduser())
@@ -244,5 +244,5 @@ def load_cifar10_jpeg(split: str, root=None, *, channels: int | None = None, cac
     archive = next((p for p in candidates if p.is_file()), None)
     if archive is None:
         raise DataError(f"{CIFAR10_JPEG_ZIP} was not found (looked for {', '.join(map(str, candidates))}); "
-                        f"pass --data-dir to the folder that holds it.")
+                        f"pass {{data.root}} to the folder that holds it.")
     return load_folder(split, archive, channels=channels, cache=cache, name="cifar10-jpeg")

@@ -43,7 +43,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
             raw = f.read()
     except OSError as e:
         raise DataError(f"cannot read {what} file {path} ({e.strerror}); check its permissions "
-                        f"or pass --data-dir to another copy.") from e
+                        f"or pass {{data.root}} to another copy.") from e
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
@@ -51,7 +51,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
     except (OSError, EOFError, zlib.error) as e:
         # gzip.BadGzipFile is an OSError; a cut file gives EOFError.
         raise DataError(f"{what} file {path} is a truncated or corrupt gzip file ({e}); delete it and "
-                        f"download it again, or pass --data-dir to a complete copy.") from e
+                        f"download it again, or pass {{data.root}} to a complete copy.") from e
 
 
 def read_idx(path: str | os.PathLike, magic: int, what: str = "IDX") -> np.ndarray:
@@ -108,7 +108,7 @@ def load_idx_dataset(name: str, split: str, root=None, *, download: bool = True,
     """
     display = dl.DISPLAY_NAMES[name]
     if root is not None and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
-        raise DataError(f"{display} data folder {root} is a file, not a folder; pass --data-dir to the "
+        raise DataError(f"{display} data folder {root} is a file, not a folder; pass {{data.root}} to the "
                         f"folder that holds the IDX files.")
     paths: tuple[Path, ...] | None = _find(name, split, root)
     if paths is None:
@@ -117,7 +117,7 @@ def load_idx_dataset(name: str, split: str, root=None, *, download: bool = True,
         if not download:
             looked = ", ".join(str(d) for d in search_dirs(name, root))
             raise DataError(f"{display} files {' and '.join(wanted)} were not found (looked in {looked}); "
-                            f"put them in {target} or pass --data-dir to a folder that holds them.")
+                            f"put them in {target} or pass {{data.root}} to a folder that holds them.")
         paths = tuple(dl.download(name, wanted, target, timeout=timeout))
     images_path, labels_path = paths
     images = read_idx(images_path, IMAGES_MAGIC, f"{display} images")

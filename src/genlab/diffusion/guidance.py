@@ -58,7 +58,7 @@ def classifier_free_guidance(denoiser: Denoiser, w: float, null_label: int | Non
     if null_label is None:
         null_label = getattr(denoiser.net, "num_classes", None)
         if not null_label:
-            raise ConfigError("classifier-free guidance needs a class-conditional model; train one with --class-conditional.")
+            raise ConfigError("classifier-free guidance needs a class-conditional model; train one with {{model.class_conditional}}.")
 
     def net(xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **cond) -> torch.Tensor:
         if y is None:

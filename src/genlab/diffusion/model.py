@@ -40,7 +40,7 @@ def build_net(cfg: RunConfig, shape: tuple[int, ...], num_classes: int | None = 
         num_classes = cfg.data.num_classes
     if cfg.data.name == "toy2d":
         if learned:
-            raise ConfigError("--variance learned_range needs images with discrete levels, and toy2d is continuous; use --variance fixed_small or fixed_large.")
+            raise ConfigError("{{diffusion.variance}} learned_range needs images with discrete levels, and toy2d is continuous; use {{diffusion.variance}} fixed_small or fixed_large.")
         return TimeMLP(dim=shape[0], hidden=m.hidden, depth=m.depth, num_classes=num_classes)
     C, H, W = shape
     if H != W:
@@ -106,12 +106,12 @@ class DDPM(nn.Module):
         d = cfg.diffusion
         shape = tuple(cfg.data.shape)
         if cfg.data.levels == 0 and d.loss != "simple":
-            raise ConfigError(f"--loss {d.loss} needs images with discrete levels, and {cfg.data.name} is continuous; use --loss simple.")
+            raise ConfigError(f"{{diffusion.loss}} {d.loss} needs images with discrete levels, and {cfg.data.name} is continuous; use {{diffusion.loss}} simple.")
         num_classes = 0
         if cfg.model.class_conditional:
             num_classes = cfg.data.num_classes
             if num_classes < 1:
-                raise ConfigError(f"--class-conditional needs labelled data, and {cfg.data.name} has no classes; drop --class-conditional.")
+                raise ConfigError(f"{{model.class_conditional}} needs labelled data, and {cfg.data.name} has no classes; drop {{model.class_conditional}}.")
         superres.check_factor(shape, d.super_resolution, cfg.data.name)
         return cls(build_net(cfg, shape), GaussianDiffusion.from_schedule(d.schedule, d.timesteps, d.variance),
                    d.parameterization, d.loss, shape, cfg.data.levels, vlb_weight=d.vlb_weight,
@@ -240,7 +240,7 @@ class DDPM(nn.Module):
         if not num_classes:
             if labels is not None or guidance is not None:
                 raise ConfigError("this model is unconditional: a class or guidance needs a class-conditional model "
-                                  "(train with --class-conditional) or a classifier (--classifier RUN).")
+                                  "(train with {{model.class_conditional}}) or a classifier (--classifier RUN).")
             return self.denoiser, None
         if labels is None:
             labels = torch.arange(n) % num_classes

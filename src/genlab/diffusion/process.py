@@ -314,7 +314,7 @@ class GaussianDiffusion:
             per_dim = terms.float() / D
             return {"loss": self.num_timesteps * per_dim, "vb": per_dim}
         if loss == "hybrid" and not self.learns_variance:
-            raise ConfigError("--loss hybrid trains a learned variance with the bound; add --variance learned_range, or use --loss simple.")
+            raise ConfigError("{{diffusion.loss}} hybrid trains a learned variance with the bound; add {{diffusion.variance}} learned_range, or use {{diffusion.loss}} simple.")
         raw = denoiser(xt, self.timestep_map.to(x0.device)[t], **cond)
         out, v = self.split_output(raw, xt)
         target = self.target(denoiser.parameterization, x0, t, noise)

@@ -54,13 +54,13 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarra
 def make_betas(name: str, T: int) -> np.ndarray:
     """The named schedule with ``T`` steps, as float64 betas."""
     if not isinstance(T, int) or T < 1:
-        raise ConfigError(f"the number of timesteps must be a positive integer, not {T!r}; pass e.g. --timesteps 1000.")
+        raise ConfigError(f"the number of timesteps must be a positive integer, not {T!r}; pass e.g. {{diffusion.timesteps}} 1000.")
     builders = {"linear": linear_betas, "cosine": cosine_betas, "quadratic": quadratic_betas, "sigmoid": sigmoid_betas}
     if name not in builders:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
     betas = builders[name](T)
     if not np.all(betas < 1):
         raise ConfigError(f"the {name} schedule scaled to {T} timesteps reaches beta >= 1 (its end points grow as 1000/T); "
-                          f"use --timesteps 21 or more, or --schedule cosine.")
+                          f"use {{diffusion.timesteps}} 21 or more, or {{diffusion.schedule}} cosine.")
     assert betas.shape == (T,) and np.all(betas > 0) and np.all(betas < 1)
     return betas

@@ -29,9 +29,9 @@ def check_factor(shape, factor: int, data_name: str = "the data") -> None:
     if factor == 0:
         return
     if len(shape) != 3:
-        raise ConfigError(f"--super-res needs images, and {data_name} is not an image dataset; drop --super-res.")
+        raise ConfigError(f"{{diffusion.super_resolution}} needs images, and {data_name} is not an image dataset; drop {{diffusion.super_resolution}}.")
     if factor < 2 or shape[1] % factor or shape[2] % factor:
-        raise ConfigError(f"--super-res {factor} must be at least 2 and divide the image size {shape[1]}x{shape[2]}; "
+        raise ConfigError(f"{{diffusion.super_resolution}} {factor} must be at least 2 and divide the image size {shape[1]}x{shape[2]}; "
                           f"choose a divisor such as 2.")
 
 
@@ -71,8 +71,8 @@ def upscale(family, low_res: torch.Tensor, seed: int = 0, sampler: str = "ancest
     """
     f = getattr(family, "super_resolution", 0)
     if not f:
-        raise ConfigError("this model is not a super-resolution model (it was trained without --super-res); "
-                          "train one with genlab train --super-res 2.")
+        raise ConfigError("this model is not a super-resolution model (it was trained without {{diffusion.super_resolution}}); "
+                          "train one with genlab train {{diffusion.super_resolution}} 2.")
     want = low_res_shape(family)
     if low_res.dim() != 4 or tuple(low_res.shape[1:]) != want:
         raise ConfigError(f"low-resolution images must have shape [N, {want[0]}, {want[1]}, {want[2]}], not "

@@ -275,7 +275,7 @@ class DBNFamily(nn.Module):
         _check_images(cfg)
         e = cfg.energy
         if e.persistent:
-            raise ConfigError("a deep belief net is trained greedily by CD-k here; drop --persistent.")
+            raise ConfigError("a deep belief net is trained greedily by CD-k here; drop {{energy.persistent}}.")
         hidden = e.hidden_units if len(e.hidden_units) > 1 else (e.hidden_units[0], e.hidden_units[0])
         return cls(tuple(cfg.data.shape), cfg.data.levels, hidden, e.cd_k, cfg.train.steps, e.gibbs_steps)
 
@@ -334,4 +334,4 @@ class DBNFamily(nn.Module):
 def _check_images(cfg: RunConfig) -> None:
     if not cfg.data.levels or len(cfg.data.shape) != 3:
         raise ConfigError(f"the {cfg.family} family models binarised images, and {cfg.data.name} is not images; "
-                          f"use --data digits, mnist or fashion-mnist.")
+                          f"use {{data.name}} digits, mnist or fashion-mnist.")

@@ -91,7 +91,7 @@ def build_nets(cfg: RunConfig, shape: tuple[int, ...], num_classes: int = 0) -> 
         return (DCGANGenerator(m.latent_dim, image_shape, m.channels, num_classes),
                 DCGANDiscriminator(image_shape, m.channels, num_classes, norm=norm))
     except ValueError as e:
-        raise ConfigError(f"{e}; pass --channels with fewer widths.") from None
+        raise ConfigError(f"{e}; pass {{model.channels}} with fewer widths.") from None
 
 
 @register_family("gan")
@@ -132,7 +132,7 @@ class GAN(nn.Module):
                  monitor_every: int = 0):
         super().__init__()
         if loss not in LOSSES:
-            raise ConfigError(f"unknown --gan-loss {loss!r}; choose one of {', '.join(LOSSES)}.")
+            raise ConfigError(f"unknown {{gan.loss}} {loss!r}; choose one of {', '.join(LOSSES)}.")
         if d_steps < 1:
             raise ValueError(f"d_steps must be at least 1, not {d_steps}")
         self.net = generator
@@ -163,7 +163,7 @@ class GAN(nn.Module):
         if m.class_conditional:
             num_classes = cfg.data.num_classes
             if num_classes < 1:
-                raise ConfigError(f"--class-conditional needs labelled data, and {cfg.data.name} has no classes; drop --class-conditional.")
+                raise ConfigError(f"{{model.class_conditional}} needs labelled data, and {cfg.data.name} has no classes; drop {{model.class_conditional}}.")
         beta1 = g.beta1 if g.beta1 is not None else (0.0 if wgan else 0.5)
         G, D = build_nets(cfg, shape, num_classes)
         return cls(G, D, g.loss, shape, cfg.data.levels, m.latent_dim, num_classes=num_classes,
@@ -263,7 +263,7 @@ class GAN(nn.Module):
         """The labels [n] to draw (default: sample i gets class i % num_classes), checked; None if unconditional."""
         if not self.num_classes:
             if labels is not None:
-                raise ConfigError("this GAN is unconditional: a class needs a class-conditional model (train with --class-conditional).")
+                raise ConfigError("this GAN is unconditional: a class needs a class-conditional model (train with {{model.class_conditional}}).")
             return None
         if labels is None:
             labels = torch.arange(n) % self.num_classes

@@ -45,7 +45,7 @@ def _base_resolution(shape: tuple[int, int, int], levels: int) -> int:
     r = H // 2 ** (levels - 1)
     if H != W or r < 1 or r * 2 ** (levels - 1) != H:
         raise ValueError(f"the DCGAN networks need square images whose side halves {levels - 1} times "
-                         f"(one per extra width in --channels), not {H}x{W}")
+                         f"(one per extra width in {{model.channels}}), not {H}x{W}")
     return r
 
 

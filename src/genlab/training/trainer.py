@@ -89,8 +89,8 @@ def shard_rows(batch_size: int, rank: int, num_processes: int) -> slice:
     Equal, contiguous and disjoint, in rank order, so together they are the whole batch.
     """
     if batch_size % num_processes:
-        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {num_processes} processes; "
-                          f"pass a --batch-size that is a multiple of {num_processes}.")
+        raise ConfigError(f"{{train.batch_size}} {batch_size} does not split evenly over {num_processes} processes; "
+                          f"pass a {{train.batch_size}} that is a multiple of {num_processes}.")
     n = batch_size // num_processes
     return slice(rank * n, (rank + 1) * n)
 
@@ -99,7 +99,7 @@ def check_batch(family: nn.Module, cfg: RunConfig, num_examples: int, num_proces
     """Raise a ConfigError unless the global batch fits the data and ``family`` can split it over the processes."""
     B = cfg.train.batch_size
     if B > num_examples:
-        raise ConfigError(f"--batch-size {B} is larger than the training set ({num_examples} examples); pass a smaller --batch-size.")
+        raise ConfigError(f"{{train.batch_size}} {B} is larger than the training set ({num_examples} examples); pass a smaller {{train.batch_size}}.")
     shard_rows(B, 0, num_processes)
     if num_processes > 1 and not family.shardable:
         raise ConfigError(f"the {cfg.family} family trains in one process only; drop --processes "
@@ -216,8 +216,8 @@ class Trainer:
         """Back-propagate ``loss`` and step the optimiser ``name`` (clipped), then clear its gradients."""
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"the loss became {loss.item()} at step {self.step}; lower --lr (now {self.tc.lr:g}) or use "
-                f"--mixed-precision no, and --resume from the last checkpoint in {self.rundir.checkpoints_dir}."
+                f"the loss became {loss.item()} at step {self.step}; lower {{train.lr}} (now {self.tc.lr:g}) or use "
+                f"{{train.mixed_precision}} no, and --resume from the last checkpoint in {self.rundir.checkpoints_dir}."
             )
         optimizer = self.optimizers[name]
         self.accelerator.backward(loss)  # DDP averages the gradients over the processes' equal shards
