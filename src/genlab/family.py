@@ -56,7 +56,8 @@ class Family(Protocol):
     config_section: ClassVar[str | None]  # its own RunConfig section ("vae", "gan", "energy", "diffusion") or None
     has_likelihood: ClassVar[bool]  # bits_per_dim(images, seed=, batch_size=, progress=) -> dict with "bpd", "n"
     sampler_names: ClassVar[tuple[str, ...]]  # how a sample is drawn; () for a family that draws none
-    sample_options: ClassVar[frozenset[str]]  # which of SAMPLE_OPTIONS its sample() takes
+    sample_options: ClassVar[frozenset[str]]  # which of SAMPLE_OPTIONS its sample() takes; "steps" without
+    # "sampler" (a Markov chain's length, as an RBM's Gibbs steps) comes with a ``default_steps`` attribute
     custom_step: ClassVar[bool]  # optimizer_groups() and train_step(...) instead of one loss
     shardable: ClassVar[bool]  # forward(..., shard=(rows, B)): trains in several processes
     latent: ClassVar[bool]  # reconstruct(images) and interpolate(a, b, n, method=): an encoder and a decoder
@@ -108,6 +109,11 @@ def register_family(name: str) -> Callable[[type], type]:
             raise TypeError(f"family {name!r} declares custom_step but lacks optimizer_groups or train_step")
         if cls.has_likelihood and not callable(getattr(cls, "bits_per_dim", None)):  # type: ignore[attr-defined]
             raise TypeError(f"family {name!r} declares has_likelihood but lacks bits_per_dim")
+        if cls.latent and not all(callable(getattr(cls, m, None)) for m in ("reconstruct", "interpolate")):  # type: ignore[attr-defined]
+            raise TypeError(f"family {name!r} declares latent but lacks reconstruct or interpolate")
+        options = cls.sample_options  # type: ignore[attr-defined]
+        if "steps" in options and "sampler" not in options and not hasattr(cls, "default_steps"):
+            raise TypeError(f"family {name!r} takes sampling steps but has no default_steps")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise TypeError(f"family {name!r} is registered twice ({_REGISTRY[name].__qualname__}, {cls.__qualname__})")
         cls.name = name  # type: ignore[attr-defined]
