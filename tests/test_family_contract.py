@@ -26,19 +26,26 @@ STEPS = 3
 N = 5  # samples drawn in batches of 1, 3 and N
 
 
+def data_name(name: str) -> str:
+    """The digits, captioned for a family that trains on text."""
+    return "digits-captions" if family_class(name).uses_text else "digits"
+
+
 def tiny_cfg(name: str):
     """The smallest settings of every section, whichever of them the family reads."""
-    cfg = resolve("digits", {
+    cfg = resolve(data_name(name), {
         "model": {"channels": (8, 16), "num_res_blocks": 1, "attn_resolutions": (), "norm_groups": 8, "dropout": 0.0,
                   "latent_dim": 4, "hidden": 16, "depth": 1},
         "diffusion": {"timesteps": 25},
         "vae": {"iwae_k": 4},
+        "text": {"embed_dim": 8, "width": 8, "layers": 1, "heads": 2},
         "energy": {"hidden_units": (16, 16) if name == "dbn" else (16,), "gibbs_steps": 5, "ais_betas": 20,
                    "ais_chains": 4},
         "train": {"batch_size": 16, "steps": STEPS, "log_every": 1, "sample_every": 0, "checkpoint_every": 2,
                   "eval_bpd": False, "mixed_precision": "no", "warmup": 1},
     }, family=name)
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, shape=(1, 8, 8), levels=17, num_classes=10))
+    side = 12 if family_class(name).uses_text else 8  # the captioned digits sit in a 12x12 canvas
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, shape=(1, side, side), levels=17, num_classes=10))
 
 
 def make_trainer(cfg, run_dir, data):
@@ -46,7 +53,7 @@ def make_trainer(cfg, run_dir, data):
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         family = build_family(cfg)
-    labels = data.labels if family.uses_labels else None
+    labels = (data.tokens if family.uses_text else data.labels) if family.uses_labels else None
     return Trainer(family, cfg, run_dir, data.images, progress=False, labels=labels)
 
 
@@ -57,15 +64,16 @@ def assert_same_tensors(a: dict, b: dict, what: str):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train")
+def datasets():
+    return {name: load_dataset(name, "train") for name in ("digits", "digits-captions")}
 
 
 @pytest.fixture(scope="module", params=family_names())
-def run(request, tmp_path_factory, digits):
+def run(request, tmp_path_factory, datasets):
     """(name, cfg, trainer, run_dir): STEPS steps of a tiny run of the family, a checkpoint at step 2 and at the end."""
     name = request.param
     cfg = tiny_cfg(name)
+    digits = datasets[data_name(name)]
     run_dir = tmp_path_factory.mktemp(name) / "run"
     trainer = make_trainer(cfg, run_dir, digits)
     summary = trainer.fit()
@@ -92,9 +100,11 @@ def test_the_checkpoint_reloads_bit_identically(run):
 def test_samples_do_not_depend_on_the_batch_size(run):
     name, cfg, trainer, run_dir = run
     _, family, _, _ = load_run(run_dir)
-    if not family.sampler_names:
+    if not family.sampler_names:  # it measures itself instead
         with pytest.raises(ConfigError):
             family.sample(N, seed=0)
+        result = family.test_metrics(load_dataset(data_name(name), "test"), limit=8, seed=0)
+        assert result["n"] == 8 and family.describe_test_metrics(result)
         return
     x = family.sample(N, seed=0, batch_size=N)
     assert x.dtype == torch.uint8 and x.shape == (N, *cfg.data.shape) and int(x.max()) < cfg.data.levels
@@ -103,10 +113,10 @@ def test_samples_do_not_depend_on_the_batch_size(run):
     assert family.sample(0, seed=0).shape == (0, *cfg.data.shape)
 
 
-def test_resume_is_exact(run, digits, tmp_path):
+def test_resume_is_exact(run, datasets, tmp_path):
     """STEPS steps straight == the checkpoint of step 2, loaded by a fresh Trainer, then the remaining step."""
     name, cfg, trainer, run_dir = run
-    resumed = make_trainer(cfg, tmp_path / "resumed", digits)
+    resumed = make_trainer(cfg, tmp_path / "resumed", datasets[data_name(name)])
     resumed.load(trainer.checkpoint_path(2))
     assert resumed.step == 2
     resumed.fit()

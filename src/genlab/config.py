@@ -90,6 +90,16 @@ class EnergyConfig:
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """The contrastive image-text model (``genlab train clip``) and its text transformer."""
+
+    embed_dim: int = _opt(64, "--embed-dim", "dimension of the joint image-text embedding of CLIP")
+    width: int = _opt(64, "--text-width", "width of the text transformer's tokens")
+    layers: int = _opt(2, "--text-layers", "transformer blocks of the text tower")
+    heads: int = _opt(4, "--text-heads", "attention heads of each text block (must divide --text-width)")
+
+
+@dataclass(frozen=True)
 class DiffusionConfig:
     timesteps: int = _opt(1000, "--timesteps", "number of diffusion steps T")
     schedule: str = _opt("linear", "--schedule", "beta schedule: linear, cosine, quadratic, sigmoid")
@@ -137,6 +147,7 @@ class RunConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     gan: GANConfig = field(default_factory=GANConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -146,7 +157,7 @@ class RunConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
-            "vae": VAEConfig, "gan": GANConfig, "energy": EnergyConfig}
+            "vae": VAEConfig, "gan": GANConfig, "energy": EnergyConfig, "text": TextConfig}
 
 # What ``genlab train FAMILY`` trains: the registered families (genlab.family), none of them imported here
 FAMILIES = family_names()
@@ -181,6 +192,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 PRESETS["fashion-mnist"] = PRESETS["mnist"]
+# the captioned datasets (text conditioning) take the recipe of the images they caption
+PRESETS["mnist-captions"] = PRESETS["fashion-mnist-captions"] = PRESETS["mnist"]
+PRESETS["digits-captions"] = PRESETS["digits"]
 PRESETS["folder"] = PRESETS["cifar10"]
 PRESETS["cifar10-jpeg"] = PRESETS["cifar10"]
 
@@ -265,12 +279,14 @@ def resolve(data_name: str | None = None, file_overrides: dict | None = None, cl
         or DataConfig().name
     )
     cfg = merge(RunConfig(), PRESETS.get(name, {}))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=name))  # resolve("mnist") is an MNIST run
     family = family or file_overrides.get("family") or cfg.family
     known = family_names()
     if family not in known:
         raise ConfigError(f"unknown family {family!r}; choose one of {', '.join(known)}.")
     presets = family_class(family).presets  # "*": every dataset, then the dataset's own entry
-    alias = {"fashion-mnist": "mnist"}.get(name, name)
+    base = name.removesuffix("-captions")
+    alias = {"fashion-mnist": "mnist"}.get(base, base)
     for key in ("*", alias):
         cfg = merge(cfg, presets.get(key, {}))
     cfg = dataclasses.replace(cfg, family=family)
@@ -344,6 +360,10 @@ def validate(cfg: RunConfig) -> None:
         (e.gibbs_steps >= 1, f"{{energy.gibbs_steps}} must be at least 1, not {e.gibbs_steps}."),
         (e.ais_betas >= 2, f"{{energy.ais_betas}} must be at least 2, not {e.ais_betas}."),
         (e.ais_chains >= 1, f"{{energy.ais_chains}} must be at least 1, not {e.ais_chains}."),
+        (cfg.text.embed_dim >= 1 and cfg.text.width >= 1 and cfg.text.layers >= 1 and cfg.text.heads >= 1,
+         f"the text settings must be at least 1, not {cfg.text}."),
+        (cfg.text.width % cfg.text.heads == 0,
+         f"{{text.heads}} {cfg.text.heads} must divide {{text.width}} {cfg.text.width}; pick a width that is a multiple of it."),
     ]
     for ok, message in checks:
         if not ok:

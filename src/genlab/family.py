@@ -41,6 +41,7 @@ BUILTIN: dict[str, str] = {
     "gan": "genlab.gan.model",
     "rbm": "genlab.energy.family",
     "dbn": "genlab.energy.family",
+    "clip": "genlab.clip.model",
 }
 
 # the options a family's ``sample`` may take beyond (n, seed, batch_size, progress); the CLI
@@ -55,7 +56,9 @@ class Family(Protocol):
     name: ClassVar[str]  # set by @register_family
     config_section: ClassVar[str | None]  # its own RunConfig section ("vae", "gan", "energy", "diffusion") or None
     has_likelihood: ClassVar[bool]  # bits_per_dim(images, seed=, batch_size=, progress=) -> dict with "bpd", "n"
-    sampler_names: ClassVar[tuple[str, ...]]  # how a sample is drawn; () for a family that draws none
+    sampler_names: ClassVar[tuple[str, ...]]  # how a sample is drawn; () for a family that draws none, measured
+    # instead by test_metrics(test_dataset, limit=, seed=) -> dict and describe_test_metrics(result) -> str, and
+    # telling what its run is for with how_to_use(run_dir) -> str
     sample_options: ClassVar[frozenset[str]]  # which of SAMPLE_OPTIONS its sample() takes; "steps" without
     # "sampler" (a Markov chain's length, as an RBM's Gibbs steps) comes with a ``default_steps`` attribute
     custom_step: ClassVar[bool]  # optimizer_groups() and train_step(...) instead of one loss
@@ -63,6 +66,7 @@ class Family(Protocol):
     latent: ClassVar[bool]  # reconstruct(images) and interpolate(a, b, n, method=): an encoder and a decoder
     quality_after_training: ClassVar[bool]  # end training with FID/KID/PR of 1000 samples (cheap samplers)
     coverage_monitor: ClassVar[bool]  # log recall and class coverage during training, every ``monitor_every`` steps
+    uses_text: ClassVar[bool]  # trains on captioned data: its labels are the captions' token ids [N, L]
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]]  # recommended settings: {"*" or dataset: {section: {...}}}
 
     uses_labels: bool  # the Trainer passes the data's labels to forward
@@ -86,7 +90,7 @@ class Family(Protocol):
 DEFAULTS: dict[str, Any] = {
     "config_section": None, "has_likelihood": False, "sampler_names": (), "sample_options": frozenset(),
     "custom_step": False, "shardable": False, "latent": False, "quality_after_training": False,
-    "coverage_monitor": False, "presets": {},
+    "coverage_monitor": False, "uses_text": False, "presets": {},
 }
 _REQUIRED = ("from_config", "forward", "sample", "describe")
 _REGISTRY: dict[str, type] = {}
@@ -109,6 +113,8 @@ def register_family(name: str) -> Callable[[type], type]:
             raise TypeError(f"family {name!r} declares custom_step but lacks optimizer_groups or train_step")
         if cls.has_likelihood and not callable(getattr(cls, "bits_per_dim", None)):  # type: ignore[attr-defined]
             raise TypeError(f"family {name!r} declares has_likelihood but lacks bits_per_dim")
+        if not cls.sampler_names and not all(callable(getattr(cls, m, None)) for m in ("test_metrics", "describe_test_metrics", "how_to_use")):  # type: ignore[attr-defined]
+            raise TypeError(f"family {name!r} draws no samples, so it needs test_metrics, describe_test_metrics and how_to_use")
         if cls.latent and not all(callable(getattr(cls, m, None)) for m in ("reconstruct", "interpolate")):  # type: ignore[attr-defined]
             raise TypeError(f"family {name!r} declares latent but lacks reconstruct or interpolate")
         options = cls.sample_options  # type: ignore[attr-defined]

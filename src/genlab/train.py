@@ -105,7 +105,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     monitor, monitor_every = _coverage_monitor(family, cfg, train_ds) if family.coverage_monitor else (None, 0)
     trainer = Trainer(family, cfg, run.path, examples(train_ds),
                       save_samples=(lambda x, path: save_samples(x, path, levels, reference)) if family.sampler_names else None,
-                      progress=progress, labels=train_ds.labels if family.uses_labels else None,
+                      progress=progress, labels=_labels(family, train_ds),
                       monitor=monitor, monitor_every=monitor_every)
     say = say if trainer.is_main else (lambda *a, **k: None)  # one process speaks for all
     if ckpt:
@@ -132,6 +132,18 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         leave_process_group()
 
 
+def _labels(family, ds) -> torch.Tensor | None:
+    """What the Trainer hands the family with each batch: class labels, caption tokens, or nothing."""
+    if not family.uses_labels:
+        return None
+    if family.uses_text:
+        if not hasattr(ds, "tokens"):
+            raise ConfigError(f"the {family.name} family trains on captioned images, and {ds.info.name} has no captions; "
+                              f"use a captioned dataset such as mnist-captions.")
+        return ds.tokens
+    return ds.labels
+
+
 def fmt_seconds(s: float) -> str:
     from genlab.training.trainer import fmt_seconds as fmt
 
@@ -140,7 +152,7 @@ def fmt_seconds(s: float) -> str:
 
 def _next_step(family, cfg: RunConfig, run: RunDir) -> str:
     if not family.sampler_names:
-        return f"guide a model with: genlab sample RUN --classifier {run.path} --guidance 1"
+        return family.how_to_use(str(run.path))
     if cfg.diffusion.super_resolution:
         return f"sample more with: genlab upscale {run.path} --image test:0"
     return f"sample more with: genlab sample {run.path}"
@@ -165,12 +177,10 @@ def evaluate_after_training(family, cfg: RunConfig, run: RunDir, step: int, prog
             test = load_split(cfg, "test")
         except GenlabError as e:
             say(f"genlab: no test {'accuracy' if not family.sampler_names else 'bits/dim'}: {e.template}")
-    if test is not None and not family.sampler_names:
-        n = tc.eval_limit or len(test)
-        result = family.accuracy(test.images[:n], test.labels[:n], seed=tc.seed)
+    if test is not None and not family.sampler_names:  # a family that draws no samples measures itself
+        result = family.test_metrics(test, limit=tc.eval_limit, seed=tc.seed)
         records.append({"event": "eval", "step": step, "split": "test", "weights": "ema", **result})
-        say(f"genlab: test accuracy {result['accuracy']:.4f} on x_t with t ~ U{{0..{cfg.diffusion.timesteps - 1}}}, "
-            f"{result['accuracy_t0']:.4f} at t = 0 ({result['n']} images, EMA)")
+        say(f"genlab: {family.describe_test_metrics(result)}")
     elif test is not None:
         images = test.images[: tc.eval_limit] if tc.eval_limit else test.images
         options: dict[str, Any] = {"t_samples": tc.eval_t_samples} if is_diffusion(family) else {}

@@ -58,8 +58,7 @@ def known_sampler(args) -> None:
 def require_sampler(family, cfg, run) -> None:
     """A run whose family draws samples (every family but the noise-conditional classifier)."""
     if not family.sampler_names:
-        raise ConfigError(f"{run} is a {cfg.family} run, which does not draw images; use it with "
-                          f"genlab sample MODEL_RUN --classifier {run}.")
+        raise ConfigError(f"{run} is a {cfg.family} run, which does not draw images; {family.how_to_use(str(run))}.")
 
 
 def check_sampling_args(args, cfg, family, default_sampler: str) -> None:

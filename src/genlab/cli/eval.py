@@ -90,6 +90,8 @@ def run(args) -> int:
     metrics = parse_metrics(args.metrics)
     known_sampler(args)
     cfg, family, _, step = load(args)
+    if not family.sampler_names:  # a classifier or CLIP: it measures itself on a split
+        return _self_measured(args, cfg, family, step)
     require_sampler(family, cfg, args.run)
     check_args(args, metrics, cfg, family)
     if args.compile:
@@ -140,6 +142,30 @@ def run(args) -> int:
         _print_bpd(cfg, record)
     if "bpd-ode" in metrics:
         _print_bpd_ode(cfg, record)
+    return 0
+
+
+def _self_measured(args, cfg, family, step: int) -> int:
+    """The measurements of a family that draws no samples (its test_metrics) on --split, the first --limit images."""
+    from genlab.evaluate import autocast, load_split
+    from genlab.run import RunDir
+
+    if args.split not in ("train", "test"):
+        raise ConfigError(f"unknown split {args.split!r}; choose train or test.")
+    if args.metrics != "bpd" or args.samples is not None:
+        raise ConfigError(f"a {cfg.family} run draws no samples and has no likelihood; drop --metrics and --samples "
+                          f"(genlab eval RUN measures what it measures itself).")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, not {args.limit}.")
+    ds = load_split(cfg, args.split, root=args.data_dir)
+    prec = precision(args, cfg)
+    with autocast(prec, family):
+        result = family.test_metrics(ds, limit=args.limit, seed=args.seed)
+    record = {**result, "split": args.split, "data": cfg.data.name, "weights": args.weights, "step": step,
+              "mixed_precision": prec}
+    RunDir(args.run).append_metrics({"event": "eval", "metric": "self", **record})
+    print(json.dumps(record) if args.json else f"{args.run} (step {step}, {args.weights} weights, {args.split} split): "
+          f"{family.describe_test_metrics(result)}")
     return 0
 
 

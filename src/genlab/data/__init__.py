@@ -14,6 +14,12 @@
 | ``cifar10-jpeg``| ``cifar10-jpeg-q75.zip`` through the folder loader       | channels, cache |
 | ``folder``      | any folder or .zip of ``<split>/<class>/<image>``        | channels, cache |
 | ``toy2d``       | 2-D densities: moons, 8gaussians, swissroll, checkerboard | variant, n, seed |
+| ``digits-captions`` | digits in a 12x12 canvas, with captions (:mod:`genlab.data.captions`) | |
+| ``mnist-captions`` | MNIST shifted -4/0/+4 px, with captions; files as ``mnist`` | download, timeout |
+| ``fashion-mnist-captions`` | Fashion-MNIST the same way; files as ``fashion-mnist`` | download, timeout |
+
+The ``-captions`` datasets are :class:`~genlab.data.captions.CaptionedDataset` s: each image
+with a caption of its class and measured attributes, its tokens and held-out marks.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import os
 from collections.abc import Callable
 from functools import partial
 
+from genlab.data.captions import load_digits_captions, load_idx_captions
 from genlab.data.cifar import load_cifar10
 from genlab.data.core import DatasetInfo, ImageDataset, PointDataset, check_split
 from genlab.data.digits import load_digits
@@ -40,6 +47,9 @@ _LOADERS: dict[str, Callable[..., ImageDataset | PointDataset]] = {
     "cifar10-jpeg": load_cifar10_jpeg,
     "folder": load_folder,
     "toy2d": load_toy2d,
+    "digits-captions": load_digits_captions,
+    "mnist-captions": partial(load_idx_captions, "mnist"),
+    "fashion-mnist-captions": partial(load_idx_captions, "fashion-mnist"),
 }
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
 

@@ -197,6 +197,20 @@ class NoisyClassifier(nn.Module):
         return {"loss": F.cross_entropy(logits, labels, reduction="none"),
                 "accuracy": (logits.argmax(-1) == labels).float()}
 
+    def test_metrics(self, test, limit: int | None = None, seed: int = 0) -> dict:
+        """:meth:`accuracy` on the first ``limit`` images of the dataset ``test`` (all by default)."""
+        n = limit or len(test.images)
+        return self.accuracy(test.images[:n], test.labels[:n], seed=seed)
+
+    @staticmethod
+    def how_to_use(run: str) -> str:
+        return f"guide a model with: genlab sample RUN --classifier {run} --guidance 1"
+
+    def describe_test_metrics(self, r: dict) -> str:
+        T = self.diffusion.num_timesteps
+        return (f"test accuracy {r['accuracy']:.4f} on x_t with t ~ U{{0..{T - 1}}}, {r['accuracy_t0']:.4f} at t = 0 "
+                f"({r['n']} images, EMA)")
+
     @torch.no_grad()
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor, seed: int = 0, batch_size: int = 256) -> dict:
         """Accuracy on uint8 ``images`` at x_0-like noise (t = 0) and at t ~ U{0..T-1} (seeded)."""
