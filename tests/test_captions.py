@@ -15,11 +15,12 @@ from genlab.data.captions import (
     VALUES,
     attribute_thresholds,
     caption_for,
+    caption_tokenizer,
     class_prompt,
     measure_attributes,
     template_says,
 )
-from genlab.data.tokenizer import BOS, EOS, PAD, Tokenizer, caption_tokenizer, split_words
+from genlab.data.tokenizer import BOS, EOS, PAD, Tokenizer, split_words
 from genlab.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------- tokenizer

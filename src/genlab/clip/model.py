@@ -66,7 +66,7 @@ class CLIP(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> CLIP:
-        from genlab.data.tokenizer import caption_tokenizer
+        from genlab.data.captions import caption_tokenizer
 
         shape, t = tuple(cfg.data.shape), cfg.text
         if not cfg.data.name.endswith("-captions") or len(shape) != 3 or not cfg.data.levels:
@@ -95,8 +95,7 @@ class CLIP(nn.Module):
         return F.normalize(self.text_proj(pooled).float(), dim=-1)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        from genlab.data.captions import MAX_TOKENS
-        from genlab.data.tokenizer import caption_tokenizer
+        from genlab.data.captions import MAX_TOKENS, caption_tokenizer
 
         ids, _ = caption_tokenizer().encode(prompts, MAX_TOKENS)
         return self.encode_text(ids)

@@ -61,7 +61,7 @@ import torch
 from genlab.data.core import DatasetInfo, ImageDataset, check_split
 from genlab.data.digits import load_digits
 from genlab.data.idx import load_idx_dataset
-from genlab.data.tokenizer import caption_tokenizer, split_words
+from genlab.data.tokenizer import Tokenizer, split_words
 from genlab.errors import DataError
 
 ATTRIBUTES = ("thickness", "size", "position")
@@ -104,6 +104,12 @@ def caption_words() -> list[str]:
     words = [w for t in TEMPLATES for w in split_words(re.sub(r"\{\w+\}", " ", t))]
     words += [w for phrases in PHRASES.values() for p in phrases for w in split_words(p)] + ["a", "an"]
     return words + [w for names in CLASS_NAMES.values() for n in names for w in split_words(n)]
+
+
+@lru_cache(maxsize=1)
+def caption_tokenizer() -> Tokenizer:
+    """The tokenizer of every word the captions (and class prompts) can contain."""
+    return Tokenizer(caption_words())
 
 
 def _with_articles(words: list[str]) -> list[str]:

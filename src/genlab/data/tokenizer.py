@@ -7,7 +7,7 @@ inside a word stays: ``t-shirt``). ``encode`` gives ``[BOS, w1 .. wn, EOS, PAD .
 of exactly ``max_len`` ids and a mask that is True on the real tokens (BOS and EOS
 included), so ``mask == (ids != PAD)``.
 
-:func:`caption_tokenizer` is the tokenizer of the caption vocabulary of
+:func:`genlab.data.captions.caption_tokenizer` is the tokenizer of the caption vocabulary of
 :mod:`genlab.data.captions` (every word a template, an attribute phrase or a class
 name can produce).
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable
-from functools import lru_cache
 
 import torch
 
@@ -96,12 +95,3 @@ class Tokenizer:
                     words.append(self.vocab[i])
             texts.append(" ".join(words))
         return texts
-
-
-@lru_cache(maxsize=1)
-def caption_tokenizer() -> Tokenizer:
-    """The tokenizer of every word the captions of :mod:`genlab.data.captions` can contain."""
-    # imported here: captions encodes its captions with this tokenizer, so it imports this module
-    from genlab.data.captions import caption_words
-
-    return Tokenizer(caption_words())
