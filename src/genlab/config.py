@@ -100,6 +100,17 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class LatentConfig:
+    """Latent diffusion (``genlab train ldm``): its autoencoder stage and its text conditioning."""
+
+    z_channels: int = _opt(4, "--z-channels", "channels of the autoencoder's spatial latent (4 at 1/4 of the image size: 28x28 -> 4x7x7)")
+    ae_channels: tuple[int, ...] = _opt((32, 64, 64), "--ae-channels", "widths of the autoencoder's levels, comma-separated; the latent is 2^(levels-1) times smaller")
+    ae_steps: int = _opt(0, "--ae-steps", "steps of the autoencoder stage before the diffusion stage starts (0: a third of --steps)")
+    kl_weight: float = _opt(1e-3, "--kl-weight", "weight of the autoencoder's KL term against N(0, I) (a KL-regularised autoencoder, as Stable Diffusion's)")
+    caption_drop: float = _opt(0.1, "--caption-drop", "probability that a training caption is replaced by the empty one, so one network also learns the unconditional model for classifier-free guidance")
+
+
+@dataclass(frozen=True)
 class DiffusionConfig:
     timesteps: int = _opt(1000, "--timesteps", "number of diffusion steps T")
     schedule: str = _opt("linear", "--schedule", "beta schedule: linear, cosine, quadratic, sigmoid")
@@ -148,6 +159,7 @@ class RunConfig:
     gan: GANConfig = field(default_factory=GANConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -157,7 +169,8 @@ class RunConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
-            "vae": VAEConfig, "gan": GANConfig, "energy": EnergyConfig, "text": TextConfig}
+            "vae": VAEConfig, "gan": GANConfig, "energy": EnergyConfig, "text": TextConfig,
+            "latent": LatentConfig}
 
 # What ``genlab train FAMILY`` trains: the registered families (genlab.family), none of them imported here
 FAMILIES = family_names()
@@ -362,6 +375,11 @@ def validate(cfg: RunConfig) -> None:
         (e.ais_chains >= 1, f"{{energy.ais_chains}} must be at least 1, not {e.ais_chains}."),
         (cfg.text.embed_dim >= 1 and cfg.text.width >= 1 and cfg.text.layers >= 1 and cfg.text.heads >= 1,
          f"the text settings must be at least 1, not {cfg.text}."),
+        (cfg.latent.z_channels >= 1 and len(cfg.latent.ae_channels) >= 1 and all(c > 0 for c in cfg.latent.ae_channels),
+         f"{{latent.z_channels}} and {{latent.ae_channels}} must be positive, not {cfg.latent.z_channels} and {cfg.latent.ae_channels}."),
+        (cfg.latent.ae_steps >= 0, f"{{latent.ae_steps}} must be at least 0, not {cfg.latent.ae_steps}."),
+        (cfg.latent.kl_weight >= 0, f"{{latent.kl_weight}} must be at least 0, not {cfg.latent.kl_weight}."),
+        (0 <= cfg.latent.caption_drop < 1, f"{{latent.caption_drop}} must lie in [0, 1), not {cfg.latent.caption_drop}."),
         (cfg.text.width % cfg.text.heads == 0,
          f"{{text.heads}} {cfg.text.heads} must divide {{text.width}} {cfg.text.width}; pick a width that is a multiple of it."),
     ]

@@ -71,7 +71,7 @@ class SamplingSpec:
     ``sampler``/``steps``/``eta``/``spacing``: a diffusion sampler (None: ``default_sampler``);
     ``steps`` also sets the Gibbs steps of an RBM or DBN. ``labels`` [n], ``guidance`` and
     ``classifier`` (a noise-conditional classifier's network) condition a diffusion model or a
-    conditional GAN. ``conditioning`` is what to record about them in the protocol.
+    conditional GAN; ``prompts`` (with ``guidance``) a text-conditioned latent diffusion model. ``conditioning`` is what to record about them in the protocol.
     Sample i depends only on (seed, i): ``batch_size`` never changes the images.
     """
 
@@ -86,6 +86,7 @@ class SamplingSpec:
     guidance: float | None = None
     classifier: torch.nn.Module | None = None
     pixel_noise: bool = False
+    prompts: tuple[str, ...] | None = None  # a text-conditioned model: one prompt for all samples, or one each
     weights: str = "ema"
     precision: str | None = None  # None: the run's training precision
     compiled: bool = False
@@ -116,7 +117,8 @@ def draw_samples(family, cfg: RunConfig, spec: SamplingSpec, step: int = 0, prog
     if is_diffusion(family):
         sampler = spec.sampler or spec.default_sampler
         how = {"sampler": sampler, "steps": spec.steps, "eta": spec.eta, "spacing": spec.spacing,
-               "labels": spec.labels, "guidance": spec.guidance, "classifier": spec.classifier}
+               "labels": spec.labels, "guidance": spec.guidance, "classifier": spec.classifier, "prompts": spec.prompts}
+        how = {k: v for k, v in how.items() if k in family.sample_options}  # what this family's sample() takes
         from genlab.diffusion.sampling import SAMPLERS
 
         options = SAMPLERS[sampler].options if sampler in SAMPLERS else frozenset()

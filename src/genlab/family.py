@@ -42,11 +42,12 @@ BUILTIN: dict[str, str] = {
     "rbm": "genlab.energy.family",
     "dbn": "genlab.energy.family",
     "clip": "genlab.clip.model",
+    "ldm": "genlab.latent.model",
 }
 
 # the options a family's ``sample`` may take beyond (n, seed, batch_size, progress); the CLI
 # refuses a flag whose option the run's family does not declare
-SAMPLE_OPTIONS = ("sampler", "steps", "eta", "spacing", "labels", "guidance", "classifier", "pixel_noise")
+SAMPLE_OPTIONS = ("sampler", "steps", "eta", "spacing", "labels", "guidance", "classifier", "pixel_noise", "prompts")
 
 
 @runtime_checkable

@@ -121,7 +121,21 @@ def conditioning(args, cfg, family) -> dict:
     from genlab.evaluate import is_diffusion
     from genlab.run import load_classifier
 
-    none: dict[str, Any] = {"labels": None, "guidance": None, "classifier": None, "conditioning": {}}
+    none: dict[str, Any] = {"labels": None, "guidance": None, "classifier": None, "prompts": None, "conditioning": {}}
+    prompt = getattr(args, "prompt", None)
+    if prompt is not None and "prompts" not in family.sample_options:
+        raise ConfigError(f"--prompt conditions a text-conditioned run ({either(names_with(lambda c: 'prompts' in c.sample_options))}); "
+                          f"a {cfg.family} run takes no text: drop --prompt.")
+    if "prompts" in family.sample_options:
+        if args.class_ is not None or args.classifier is not None:
+            raise ConfigError(f"a {cfg.family} run is conditioned on text: say the class in --prompt (e.g. --prompt 'a 3') "
+                              f"instead of --class or --classifier.")
+        w = args.guidance if args.guidance is not None else 0.0
+        if w < 0:
+            raise ConfigError(f"--guidance must be at least 0, not {w:g}.")
+        said = prompt if prompt is not None else "class prompts in turn"
+        return {**none, "prompts": None if prompt is None else (prompt,), "guidance": w,
+                "conditioning": {"prompt": said, "guidance": w, "guidance_type": "classifier-free" if w else None}}
     classifier = None
     if args.classifier is not None:
         _, clf = load_classifier(args.classifier, cfg, weights="ema", device=next(family.parameters()).device)

@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     s.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="classifier-free guidance weight w of a class-conditional model, eps = (1+w) eps(x,y) - w eps(x); "
                         "0 (default) is the plain conditional model. With --classifier: the classifier scale s (default 1)")
+    s.add_argument("--prompt", default=None, metavar="TEXT",
+                   help="text-conditioned runs (ldm): the caption to draw, e.g. 'a thick 3 on the left' (default: the "
+                        "class prompts in turn); --guidance W weighs it against the empty caption")
     s.add_argument("--classifier", type=Path, default=None, metavar="RUN",
                    help="guide with this noise-conditional classifier run (genlab train classifier), same data and schedule")
     s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
@@ -81,7 +84,7 @@ def run(args) -> int:
     if cond["conditioning"]:
         c = cond["conditioning"]
         guided = f", {c['guidance_type']} guidance {c['guidance']:g}" if c.get("guidance_type") else ""
-        print(f"genlab: class {c['class']}{guided}")
+        print(f"genlab: prompt {c['prompt']!r}{guided}" if "prompt" in c else f"genlab: class {c['class']}{guided}")
     return 0
 
 

@@ -13,7 +13,9 @@ class EMA:
 
     beta = min(decay, (1 + n) / (10 + n)) after n updates, so early averages are not
     dominated by the random initialisation (the warm-up of Tensorflow's EMA, used by
-    DDPM's code). Buffers are copied, not averaged.
+    DDPM's code). Buffers are copied, not averaged, and so are parameters that do not train
+    (``requires_grad`` False, e.g. latent diffusion's autoencoder once its stage is over): the
+    average of a frozen stage is the stage itself.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -28,7 +30,10 @@ class EMA:
         weight = 1.0 - self.beta(num_updates)
         ema_params = dict(self.model.named_parameters())
         for name, p in model.named_parameters():
-            ema_params[name].lerp_(p.detach(), weight)
+            if p.requires_grad:
+                ema_params[name].lerp_(p.detach(), weight)
+            else:
+                ema_params[name].copy_(p.detach())
         ema_buffers = dict(self.model.named_buffers())
         for name, b in model.named_buffers():
             ema_buffers[name].copy_(b)

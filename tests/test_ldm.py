@@ -1,0 +1,111 @@
+"""Latent diffusion with text: the two stages, the latent scale, prompts, guidance, and the CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+from genlab.cli import main
+from genlab.config import resolve
+from genlab.data import load_dataset
+from genlab.data.transforms import to_model
+from genlab.errors import ConfigError
+from genlab.latent.model import LDM, text_guidance
+from genlab.run import RunDir
+from genlab.training.trainer import batch_indices
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+AE_STEPS, STEPS = 20, 40
+
+
+def tiny(steps=STEPS, **train):
+    return resolve("digits-captions", {
+        "model": {"channels": (16, 32), "norm_groups": 8, "attn_resolutions": (3, 2)},
+        "latent": {"ae_channels": (16, 32), "ae_steps": AE_STEPS},
+        "text": {"width": 16, "layers": 1, "heads": 2},
+        "diffusion": {"timesteps": 50},
+        "train": {"steps": steps, "batch_size": 64, "lr": 2e-3, "warmup": 5, "log_every": 5, "sample_every": 0,
+                  "grid_steps": 5, "checkpoint_every": steps, **train}}, family="ldm")
+
+
+@pytest.fixture(scope="module")
+def ldm_run(tmp_path_factory):
+    from genlab.train import train
+
+    run = tmp_path_factory.mktemp("ldm") / "run"
+    train(tiny(), run, progress=False, say=lambda text: None)
+    return run
+
+
+def test_the_autoencoder_stage_comes_first_then_the_diffusion_stage(ldm_run):
+    records = [r for r in RunDir(ldm_run).records() if "event" not in r and "loss" in r]
+    stage1 = [r for r in records if r["step"] <= AE_STEPS]
+    stage2 = [r for r in records if r["step"] > AE_STEPS + 5]  # windows wholly in the diffusion stage
+    assert all("recon" in r and "kl" in r for r in stage1) and stage1[-1]["recon"] < stage1[0]["recon"]
+    assert all("mse" in r and "recon" not in r for r in stage2)
+
+
+def test_the_frozen_autoencoder_is_its_own_average(ldm_run):
+    _, model, _, _ = RunDir(ldm_run).load(weights="model")
+    _, ema, _, _ = RunDir(ldm_run).load(weights="ema")
+    for (name, a), b in zip(model.ae.state_dict().items(), ema.ae.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert not all(torch.equal(a, b) for a, b in zip(model.unet.parameters(), ema.unet.parameters(), strict=True))
+
+
+def test_the_latent_scale_gives_unit_variance_on_the_batch_it_was_measured_on(ldm_run):
+    cfg, family, _, _ = RunDir(ldm_run).load(weights="model")
+    ds = load_dataset("digits-captions", "train")
+    batch = ds.images[batch_indices(len(ds.images), cfg.train.batch_size, cfg.train.seed, AE_STEPS)]
+    with torch.no_grad():
+        mean, _ = family.ae.encode(to_model(batch, cfg.data.levels))
+    # the autoencoder is frozen from the first diffusion step on, so its weights then are its final ones
+    assert float(family.latent_scale) > 0
+    assert (mean * family.latent_scale).std().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_prompt_changes_the_samples_and_the_empty_prompt_is_the_unconditional_branch(ldm_run):
+    _, family, _, _ = RunDir(ldm_run).load()
+    with torch.no_grad():  # make the text's effect large, so a wrong wiring could not hide in rounding
+        for p in family.unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    a = family.sample(3, seed=0, sampler="ddim", steps=5, prompts=["a thick 3 on the left"])
+    b = family.sample(3, seed=0, sampler="ddim", steps=5, prompts=["a small 8"])
+    assert a.dtype == torch.uint8 and a.shape == (3, 1, 12, 12) and not torch.equal(a, b)
+    assert torch.equal(family.sample(3, seed=0, sampler="ddim", steps=5, prompts=["a small 8"], batch_size=1), b)
+    # guidance: (1 + w) eps(z, empty) - w eps(z, empty) is eps(z, empty)
+    null = family.encode_text(family.empty_tokens(1))
+    z, t = torch.randn(4, *family.ae.latent_shape), torch.tensor([3, 10, 20, 40])
+    cond = {k: v.expand(4, *v.shape[1:]) for k, v in null.items()}
+    with torch.no_grad():
+        plain = family.unet(z, t, **cond)
+        guided = text_guidance(family.unet, 3.0, null)(z, t, **cond)
+    assert torch.allclose(guided, plain, atol=1e-5)
+    with pytest.raises(ConfigError, match="unknown word 'purple'"):
+        family.sample(1, prompts=["a purple 3"])
+
+
+def test_the_cli_samples_from_a_prompt_and_says_what_is_wrong(ldm_run, tmp_path, capsys):
+    out = []
+    for prompt in ("a thick 3 on the left", "a small 8"):
+        npz = tmp_path / f"{len(out)}.npz"
+        assert main(["sample", str(ldm_run), "--n", "4", "--prompt", prompt, "--guidance", "3", "--sampler", "ddim",
+                     "--steps", "5", "--npz", str(npz), "--out", str(tmp_path / "g.png"), "--no-progress"]) == 0
+        with np.load(npz) as z:
+            out.append((z["samples"], str(z["protocol"])))
+    assert "guidance" in out[0][1] and "a thick 3 on the left" in out[0][1]
+    # NFE counted: two network rows per step under guidance (conditional and unconditional)
+    assert '"nfe": 10' in out[0][1]
+    capsys.readouterr()
+    for argv, words in ((["--prompt", "a purple 3"], "unknown word 'purple'"), (["--class", "3"], "--prompt"),
+                        (["--guidance", "-1"], "at least 0")):
+        assert main(["sample", str(ldm_run), "--out", str(tmp_path / "x.png"), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_ldm_needs_captions_and_other_runs_refuse_a_prompt(tmp_path, capsys):
+    assert main(["train", "ldm", "--data", "digits", "--out", str(tmp_path / "r")]) == 2
+    assert "has no captions" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert isinstance(LDM.sampler_names, tuple) and "ddim" in LDM.sampler_names
