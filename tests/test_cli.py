@@ -208,3 +208,11 @@ def test_eval_precision_can_be_chosen(run_dir, capsys):
     assert code == 0 and json.loads(out)["mixed_precision"] == "no"
     code, _, err = run_cli(capsys, "eval", run_dir, "--mixed-precision", "fp8")
     assert_one_sentence_error(code, err, "--mixed-precision")
+
+
+def test_text_options_are_refused_by_a_run_without_text(run_dir, capsys):
+    for argv, words in ((["sample", run_dir, "--prompt", "a 3"], ["--prompt", "ldm"]),
+                        (["eval", run_dir, "--metrics", "prompts"], ["takes no text"]),
+                        (["eval", run_dir, "--metrics", "fid", "--guidance", "2"], ["--guidance", "text-conditioned"])):
+        code, _, err = run_cli(capsys, *argv)
+        assert_one_sentence_error(code, err, *words)

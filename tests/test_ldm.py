@@ -109,3 +109,11 @@ def test_ldm_needs_captions_and_other_runs_refuse_a_prompt(tmp_path, capsys):
     assert main(["train", "ldm", "--data", "digits", "--out", str(tmp_path / "r")]) == 2
     assert "has no captions" in capsys.readouterr().err and not (tmp_path / "r").exists()
     assert isinstance(LDM.sampler_names, tuple) and "ddim" in LDM.sampler_names
+
+
+def test_eval_prompts_is_for_text_runs_with_a_feature_network(ldm_run, tmp_path, capsys):
+    assert main(["eval", str(ldm_run), "--metrics", "prompts", "--prompts-per-group", "2", "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "feature network" in err  # none is shipped for the 12x12 captioned digits
+    assert main(["eval", str(ldm_run), "--metrics", "prompts", "--prompts-per-group", "0"]) == 2
+    assert "--prompts-per-group must be at least 1" in capsys.readouterr().err

@@ -170,6 +170,42 @@ def measure_quality(x: torch.Tensor, cfg: RunConfig, metrics=("fid", "kid", "pr"
     return {**out, "n": len(x), "ref_split": ref_split, "ref_n": len(real), "feature_accuracy": fnet.accuracy}
 
 
+def measure_prompts(family, cfg: RunConfig, spec: SamplingSpec, n_per_group: int = 100, data_dir=None,
+                    step: int = 0, progress: bool = False) -> dict:
+    """Text alignment of samples drawn for test captions (:mod:`genlab.metrics.text`), per group of prompts.
+
+    One sample per caption of the first ``n_per_group`` held-out-combination, held-out-template and
+    seen-template test captions, drawn with ``spec`` (its sampler, steps, guidance, seed); returns
+    ``prompt_<group>_<measure>`` fields (class, thickness, size, position, all, n) and the timing.
+    """
+    from dataclasses import replace
+
+    from genlab.data.captions import attribute_thresholds
+    from genlab.metrics.features import load_feature_network
+    from genlab.metrics.text import alignment, asked_attributes, prompt_groups
+
+    if "prompts" not in family.sample_options:
+        raise ValueError(f"a {cfg.family} model takes no prompts")
+    test = load_split(cfg, "test", root=data_dir)
+    fnet = load_feature_network(cfg.data.name)
+    thresholds = attribute_thresholds(cfg.data.name, root=data_dir if data_dir is not None else cfg.data.root)
+    out: dict[str, Any] = {"prompt_n_per_group": n_per_group}
+    seconds = 0.0
+    for group, idx in prompt_groups(test, n_per_group).items():
+        if not len(idx):
+            continue
+        prompts = tuple(test.captions[int(i)] for i in idx)
+        x, protocol = draw_samples(family, cfg, replace(spec, n=len(idx), prompts=prompts), step, progress)
+        seconds += protocol["sampling_seconds"]
+        asked = asked_attributes(test.template[idx], {a: v[idx] for a, v in test.attributes.items()})
+        for k, v in alignment(x, test.labels[idx], asked, fnet, thresholds).items():
+            out[f"prompt_{group}_{k}"] = v
+        out.update({k: protocol[k] for k in ("sampler", "steps", "nfe", "seed", "weights", "mixed_precision")})
+    out["prompt_guidance"] = spec.guidance or 0.0
+    out["prompt_seconds"] = seconds
+    return out
+
+
 def measure_bpd(family, cfg: RunConfig, images: torch.Tensor, progress: bool = False, batch_size: int | None = None,
                 seed: int = 0, precision: str | None = None, **options) -> dict:
     """``family.bits_per_dim(images, ...)``, timed, under ``precision`` (default: the run's).

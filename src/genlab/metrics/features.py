@@ -34,7 +34,10 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 # which shipped network measures which dataset; cifar10's is trained on the JPEG copy
 NETWORK_FOR = {"digits": "digits", "mnist": "mnist", "fashion-mnist": "fashion-mnist",
-               "cifar10": "cifar10", "cifar10-jpeg": "cifar10"}
+               "cifar10": "cifar10", "cifar10-jpeg": "cifar10",
+               # the captioned images are the same images shifted by 4 pixels at most: the MNIST network still
+               # classifies 99.3-99.7% of the shifted test digits right (left, middle, right)
+               "mnist-captions": "mnist", "fashion-mnist-captions": "fashion-mnist"}
 # the dataset (as genlab.data names it) each network is trained and tested on
 TRAIN_DATA = {"digits": "digits", "mnist": "mnist", "fashion-mnist": "fashion-mnist", "cifar10": "cifar10-jpeg"}
 
