@@ -117,3 +117,30 @@ def test_eval_prompts_is_for_text_runs_with_a_feature_network(ldm_run, tmp_path,
     assert err.count("\n") == 0 and "feature network" in err  # none is shipped for the 12x12 captioned digits
     assert main(["eval", str(ldm_run), "--metrics", "prompts", "--prompts-per-group", "0"]) == 2
     assert "--prompts-per-group must be at least 1" in capsys.readouterr().err
+
+
+def test_a_frozen_clip_text_tower_conditions_the_model_unchanged(ldm_run, tmp_path, capsys):
+    from genlab.train import train
+
+    clip = tmp_path / "clip"
+    clip_cfg = resolve("digits-captions", {"model": {"channels": (8, 16), "norm_groups": 8},
+                                           "text": {"embed_dim": 8, "width": 8, "layers": 1, "heads": 2},
+                                           "train": {"steps": 5, "batch_size": 32, "warmup": 1}}, family="clip")
+    train(clip_cfg, clip, progress=False, say=lambda text: None)
+    run = tmp_path / "ldm"
+    cfg = resolve("digits-captions", {**{k: v for k, v in tiny(steps=8).to_dict().items() if k != "family"},
+                                      "latent": {"ae_channels": (16, 32), "ae_steps": 4, "text_encoder": "clip",
+                                                 "clip_run": str(clip)}}, family="ldm")
+    train(cfg, run, progress=False, say=lambda text: None)
+    saved = RunDir(run).read_config()
+    assert saved.text == clip_cfg.text  # the tower's settings come from the CLIP run, not the flags
+    _, clip_family, _, _ = RunDir(clip).load()
+    for weights in ("model", "ema"):
+        _, family, _, _ = RunDir(run).load(weights=weights)
+        for (name, a), b in zip(clip_family.text_encoder.state_dict().items(), family.text.state_dict().values(), strict=True):
+            assert torch.equal(a, b), (weights, name)
+    assert main(["train", "ldm", "--data", "digits-captions", "--text-encoder", "clip", "--out", str(tmp_path / "x")]) == 2
+    assert "add --clip RUN" in capsys.readouterr().err
+    assert main(["train", "ldm", "--data", "digits-captions", "--text-encoder", "clip", "--clip", str(ldm_run),
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "not a CLIP run" in capsys.readouterr().err and not (tmp_path / "y").exists()

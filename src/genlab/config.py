@@ -108,6 +108,8 @@ class LatentConfig:
     ae_steps: int = _opt(0, "--ae-steps", "steps of the autoencoder stage before the diffusion stage starts (0: a third of --steps)")
     kl_weight: float = _opt(1e-3, "--kl-weight", "weight of the autoencoder's KL term against N(0, I) (a KL-regularised autoencoder, as Stable Diffusion's)")
     caption_drop: float = _opt(0.1, "--caption-drop", "probability that a training caption is replaced by the empty one, so one network also learns the unconditional model for classifier-free guidance")
+    text_encoder: str = _opt("joint", "--text-encoder", "joint (a text transformer trained with the U-Net) or clip (the frozen text tower of the --clip run, as Stable Diffusion's frozen CLIP)")
+    clip_run: str | None = _opt(None, "--clip", "with --text-encoder clip: the genlab train clip run whose text tower conditions the model")
 
 
 @dataclass(frozen=True)
@@ -377,6 +379,9 @@ def validate(cfg: RunConfig) -> None:
          f"the text settings must be at least 1, not {cfg.text}."),
         (cfg.latent.z_channels >= 1 and len(cfg.latent.ae_channels) >= 1 and all(c > 0 for c in cfg.latent.ae_channels),
          f"{{latent.z_channels}} and {{latent.ae_channels}} must be positive, not {cfg.latent.z_channels} and {cfg.latent.ae_channels}."),
+        (cfg.latent.text_encoder in ("joint", "clip"), f"unknown {{latent.text_encoder}} {cfg.latent.text_encoder!r}; choose joint or clip."),
+        (cfg.latent.text_encoder != "clip" or bool(cfg.latent.clip_run),
+         "{{latent.text_encoder}} clip conditions on the text tower of a CLIP run; add {{latent.clip_run}} RUN (genlab train clip)."),
         (cfg.latent.ae_steps >= 0, f"{{latent.ae_steps}} must be at least 0, not {cfg.latent.ae_steps}."),
         (cfg.latent.kl_weight >= 0, f"{{latent.kl_weight}} must be at least 0, not {cfg.latent.kl_weight}."),
         (0 <= cfg.latent.caption_drop < 1, f"{{latent.caption_drop}} must lie in [0, 1), not {cfg.latent.caption_drop}."),

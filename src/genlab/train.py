@@ -68,13 +68,26 @@ def resume_config(run_dir: str | Path, file_overrides: dict | None = None, overr
     return resolve(saved["data"]["name"], saved, {s: v for s, v in changes.items() if v}, family=saved["family"])
 
 
-def prepare(cfg: RunConfig):
-    """(config with the data described, the training split, the family with fresh weights from ``train.seed``)."""
+def prepare(cfg: RunConfig, fresh: bool = True):
+    """(config with the data described, the training split, the family with fresh weights from ``train.seed``).
+
+    A family may fill in settings that come from elsewhere (``prepare_config(cfg)``, e.g. the text tower
+    of a CLIP run, so config.json records them) and, on a fresh start only (``fresh``), take weights from
+    elsewhere (``initialize(cfg)``); a resumed run gets everything from its checkpoint.
+    """
+    from genlab.family import family_class
+
     train_ds = load_split(cfg, "train")
     cfg = describe_data(cfg, train_ds)
+    cls = family_class(cfg.family)
+    if hasattr(cls, "prepare_config"):
+        cfg = cls.prepare_config(cfg)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         family = build_family(cfg)
+    initialize = getattr(family, "initialize", None)
+    if fresh and callable(initialize):
+        initialize(cfg)
     return cfg, train_ds, family
 
 
@@ -95,7 +108,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out.")
     ckpt = run.latest_checkpoint() if resume else None
     t0 = time.perf_counter()
-    cfg, train_ds, family = prepare(cfg)
+    cfg, train_ds, family = prepare(cfg, fresh=not resume)
     if cfg.diffusion.super_resolution:  # its progress grids upscale training images
         from genlab.diffusion.superres import set_preview
 

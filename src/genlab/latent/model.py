@@ -12,7 +12,9 @@ diffusion model:
    GaussianDiffusion, L_simple and samplers as pixel space, with a U-Net conditioned on the
    caption: cross-attention from its features to the text tokens (with their padding mask) at
    the attention resolutions, and the pooled text vector (the EOS token's) added to the time
-   embedding. The text transformer trains jointly with the U-Net. A caption is replaced by
+   embedding. The text transformer trains jointly with the U-Net (``latent.text_encoder`` joint) or
+   is the frozen text tower of a ``genlab train clip`` run (clip, as Stable Diffusion conditions on a
+   frozen CLIP; the run's text settings are copied into config.json). A caption is replaced by
    the empty one ([BOS, EOS]) with probability ``latent.caption_drop``, so the same network
    is also the unconditional model of classifier-free guidance:
    eps~ = (1 + w) eps(z_t, c) - w eps(z_t, empty) (Ho & Salimans 2021).
@@ -75,8 +77,9 @@ class LDM(nn.Module):
 
     def __init__(self, ae: KLAutoencoder, unet: UNet, text: TextTransformer, diffusion: GaussianDiffusion,
                  shape: tuple[int, ...], levels: int, ae_steps: int, kl_weight: float, caption_drop: float,
-                 class_names: tuple[str, ...]):
+                 class_names: tuple[str, ...], frozen_text: bool = False):
         super().__init__()
+        self.frozen_text = frozen_text
         self.ae, self.unet, self.text, self.diffusion = ae, unet, text, diffusion
         self.shape, self.class_names = tuple(shape), class_names
         self.levels, self.ae_steps, self.kl_weight, self.caption_drop = levels, ae_steps, kl_weight, caption_drop
@@ -105,11 +108,31 @@ class LDM(nn.Module):
         ae_steps = lc.ae_steps or max(1, cfg.train.steps // 3)
         names = CLASS_NAMES[cfg.data.name.removesuffix("-captions")]
         return cls(ae, unet, text, GaussianDiffusion.from_schedule(d.schedule, d.timesteps), shape, cfg.data.levels,
-                   ae_steps, lc.kl_weight, lc.caption_drop, names)
+                   ae_steps, lc.kl_weight, lc.caption_drop, names, frozen_text=lc.text_encoder == "clip")
+
+    @classmethod
+    def prepare_config(cls, cfg: RunConfig) -> RunConfig:
+        """With a frozen CLIP text tower: that run's text settings (so config.json rebuilds the same tower)."""
+        import dataclasses
+
+        if cfg.latent.text_encoder != "clip":
+            return cfg
+        clip_cfg = _clip_config(cfg)
+        return dataclasses.replace(cfg, text=clip_cfg.text)
+
+    def initialize(self, cfg: RunConfig) -> None:
+        """A fresh run with a frozen CLIP text tower starts from that run's EMA text weights."""
+        if not self.frozen_text:
+            return
+        from genlab.run import RunDir
+
+        _, clip, _, _ = RunDir(str(cfg.latent.clip_run)).load()
+        self.text.load_state_dict(clip.text_encoder.state_dict())
 
     @classmethod
     def describe(cls, cfg: RunConfig) -> str:
-        return f"ldm {cfg.latent.z_channels}x latent, joint text"
+        text = "frozen CLIP text" if cfg.latent.text_encoder == "clip" else "joint text"
+        return f"ldm {cfg.latent.z_channels}-channel latent, {text}"
 
     # ----- training --------------------------------------------------------------------------
     def optimizer_groups(self) -> dict[str, dict]:
@@ -145,7 +168,12 @@ class LDM(nn.Module):
         eps = torch.randn(z0.shape, generator=generator).to(x.device)
         drop = (torch.rand(B, generator=generator) < self.caption_drop).to(x.device)
         ids = torch.where(drop[:, None], self.empty_tokens(B).to(labels.device), labels.to(x.device))
-        cond = self.encode_text(ids)
+        if self.frozen_text:
+            self.text.requires_grad_(False)
+            with torch.no_grad():
+                cond = self.encode_text(ids)
+        else:
+            cond = self.encode_text(ids)
         pred = self.unet(self.diffusion.q_sample(z0.to(x.dtype), t, eps.to(x.dtype)), t, **cond)
         mse = (pred.float() - eps).pow(2).flatten(1).mean(1)
         update("diffusion", mse.mean())
@@ -208,3 +236,16 @@ class LDM(nn.Module):
         mean, _ = self.ae.encode(x)
         return from_model(self.ae.decode(mean).float().clamp(-1, 1), self.levels).cpu()
 
+
+def _clip_config(cfg: RunConfig) -> RunConfig:
+    """The config of the CLIP run ``latent.clip_run``, checked against this run's data."""
+    from genlab.run import RunDir
+
+    clip_cfg = RunDir(str(cfg.latent.clip_run)).read_config()
+    if clip_cfg.family != "clip":
+        raise ConfigError(f"{cfg.latent.clip_run} is a {clip_cfg.family} run, not a CLIP run; pass a run of genlab train clip "
+                          f"to {{latent.clip_run}}.")
+    if clip_cfg.data.name != cfg.data.name:
+        raise ConfigError(f"the CLIP run {cfg.latent.clip_run} was trained on {clip_cfg.data.name} but this run is on "
+                          f"{cfg.data.name}; train a CLIP on {cfg.data.name} first.")
+    return clip_cfg
