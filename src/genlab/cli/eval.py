@@ -207,6 +207,14 @@ def _self_measured(args, cfg, family, step: int) -> int:
     return 0
 
 
+def _text_conditioning(family, guidance: float | None) -> dict:
+    """What to record of the prompts of a text-conditioned run's samples (the class prompts in turn)."""
+    if "prompts" not in family.sample_options:
+        return {}
+    w = guidance or 0.0
+    return {"prompt": "class prompts in turn", "guidance": w, "guidance_type": "classifier-free" if w else None}
+
+
 def _measure_samples(args, cfg, family, step, prec, fnet, quality, progress) -> dict:
     import torch
 
@@ -218,7 +226,8 @@ def _measure_samples(args, cfg, family, step, prec, fnet, quality, progress) -> 
     else:
         spec = SamplingSpec(n=args.n, seed=args.seed, batch_size=args.batch_size or 256, sampler=args.sampler,
                             steps=args.steps, eta=args.eta, spacing=args.spacing, weights=args.weights,
-                            precision=prec, compiled=args.compile, default_sampler="ddim", guidance=args.guidance)
+                            precision=prec, compiled=args.compile, default_sampler="ddim", guidance=args.guidance,
+                            conditioning=_text_conditioning(family, args.guidance))
         x, protocol = draw_samples(family, cfg, spec, step, progress)
         # a conditional model draws sample i of class i % num_classes
         labels = torch.arange(len(x)) % family.num_classes if getattr(family, "num_classes", 0) else None

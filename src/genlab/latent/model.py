@@ -90,6 +90,11 @@ class LDM(nn.Module):
     def net(self) -> nn.Module:
         return self.unet
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of the captions: sample i without a prompt asks for class i % num_classes ("a 3")."""
+        return len(self.class_names)
+
     @classmethod
     def from_config(cls, cfg: RunConfig) -> LDM:
         from genlab.data.captions import CLASS_NAMES, MAX_TOKENS, caption_tokenizer
