@@ -144,3 +144,16 @@ def test_a_frozen_clip_text_tower_conditions_the_model_unchanged(ldm_run, tmp_pa
     assert main(["train", "ldm", "--data", "digits-captions", "--text-encoder", "clip", "--clip", str(ldm_run),
                  "--out", str(tmp_path / "y")]) == 2
     assert "not a CLIP run" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_repeated_prompts_make_a_grid_of_rows(ldm_run, tmp_path, capsys):
+    npz = tmp_path / "grid.npz"
+    assert main(["sample", str(ldm_run), "--n", "3", "--prompt", "a 3", "--prompt", "a thin 7 on the right",
+                 "--sampler", "ddim", "--steps", "3", "--npz", str(npz), "--out", str(tmp_path / "grid.png")]) == 0
+    assert "6 samples" in capsys.readouterr().out
+    with np.load(npz) as z:
+        assert z["samples"].shape == (6, 1, 12, 12) and "a thin 7 on the right" in str(z["protocol"])
+    from PIL import Image
+
+    with Image.open(tmp_path / "grid.png") as im:  # 3 per row, 2 rows
+        assert im.size[0] > im.size[1]

@@ -133,8 +133,8 @@ def conditioning(args, cfg, family) -> dict:
         w = args.guidance if args.guidance is not None else 0.0
         if w < 0:
             raise ConfigError(f"--guidance must be at least 0, not {w:g}.")
-        said = prompt if prompt is not None else "class prompts in turn"
-        return {**none, "prompts": None if prompt is None else (prompt,), "guidance": w,
+        said: str | list[str] = "class prompts in turn" if prompt is None else prompt[0] if len(prompt) == 1 else prompt
+        return {**none, "prompts": None if prompt is None else tuple(prompt), "guidance": w,
                 "conditioning": {"prompt": said, "guidance": w, "guidance_type": "classifier-free" if w else None}}
     classifier = None
     if args.classifier is not None:

@@ -41,9 +41,10 @@ def add_parser(sub) -> None:
     s.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="classifier-free guidance weight w of a class-conditional model, eps = (1+w) eps(x,y) - w eps(x); "
                         "0 (default) is the plain conditional model. With --classifier: the classifier scale s (default 1)")
-    s.add_argument("--prompt", default=None, metavar="TEXT",
+    s.add_argument("--prompt", action="append", default=None, metavar="TEXT",
                    help="text-conditioned runs (ldm): the caption to draw, e.g. 'a thick 3 on the left' (default: the "
-                        "class prompts in turn); --guidance W weighs it against the empty caption")
+                        "class prompts in turn); repeat it for a grid of --n samples per prompt, one row each; "
+                        "--guidance W weighs it against the empty caption")
     s.add_argument("--classifier", type=Path, default=None, metavar="RUN",
                    help="guide with this noise-conditional classifier run (genlab train classifier), same data and schedule")
     s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
@@ -68,15 +69,23 @@ def run(args) -> int:
     if args.reconstruct:
         return _reconstruct(args, cfg, family, step)
     cond = conditioning(args, cfg, family)
-    spec = SamplingSpec(n=args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
+    n = args.n * (len(cond["prompts"]) if cond["prompts"] else 1)  # --n samples of each prompt
+    if cond["prompts"]:
+        cond["prompts"] = tuple(p for p in cond["prompts"] for _ in range(args.n))
+    spec = SamplingSpec(n=n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
                         eta=args.eta, spacing=args.spacing, pixel_noise=args.pixel_noise, weights=args.weights,
                         precision=precision(args, cfg), compiled=args.compile, **cond)
     x, protocol = draw_samples(family, cfg, spec, step, progress=not args.no_progress)
-    save_samples(x, args.out, cfg.data.levels)
+    if cond["prompts"] and n > args.n:
+        from genlab.viz.grid import save_grid
+
+        save_grid(x, args.out, cfg.data.levels, nrow=args.n)  # a row per prompt
+    else:
+        save_samples(x, args.out, cfg.data.levels)
     if args.npz:
         write_samples_npz(args.npz, x, cfg.data.levels, protocol, labels=cond["labels"])
     steps = f", {protocol['steps']} steps" if protocol["steps"] is not None else ""
-    print(f"genlab: {args.n} samples from {args.run} (step {step}, {args.weights} weights, {protocol['sampler']}"
+    print(f"genlab: {n} samples from {args.run} (step {step}, {args.weights} weights, {protocol['sampler']}"
           f"{steps}, {protocol['nfe']:g} network evaluations each) in {protocol['sampling_seconds']:.1f}s"
           f"{' (compiling included)' if protocol['compiled'] else ''} "
           f"-> {args.out}"
