@@ -159,4 +159,4 @@ def conditioning(args, cfg, family) -> dict:
     protocol = {"class": asked, "guidance": guidance,
                 "guidance_type": "classifier" if classifier is not None else "classifier-free",
                 "classifier": str(args.classifier) if classifier is not None else None}
-    return {"labels": labels, "guidance": guidance, "classifier": classifier, "conditioning": protocol}
+    return {**none, "labels": labels, "guidance": guidance, "classifier": classifier, "conditioning": protocol}
