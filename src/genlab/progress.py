@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 from tqdm.auto import tqdm
@@ -12,3 +13,8 @@ def progress_bar(iterable=None, **kwargs) -> tqdm:
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("mininterval", 0.1 if sys.stderr.isatty() else 10.0)
     return tqdm(iterable, **kwargs)
+
+def fmt_seconds(s: float) -> str:
+    """Seconds as the progress lines say them: 45s, 3m07s (rounded up)."""
+    m, s = divmod(math.ceil(s), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"

@@ -33,6 +33,7 @@ from genlab.evaluate import (
     measure_bpd,
     measure_quality,
 )
+from genlab.progress import fmt_seconds
 from genlab.run import RunDir, build_family
 
 # what a resumed run may change: its training settings (e.g. the step count) and where its data lives
@@ -155,12 +156,6 @@ def _labels(family, ds) -> torch.Tensor | None:
                               f"use a captioned dataset such as mnist-captions.")
         return ds.tokens
     return ds.labels
-
-
-def fmt_seconds(s: float) -> str:
-    from genlab.training.trainer import fmt_seconds as fmt
-
-    return fmt(s)
 
 
 def _next_step(family, cfg: RunConfig, run: RunDir) -> str:

@@ -97,6 +97,11 @@ def check_sampling_args(args, cfg, family, default_sampler: str) -> None:
         raise ConfigError(f"--reconstruct encodes and decodes with an {latent} run; a {cfg.family} run has no encoder.")
 
 
+def text_protocol(prompt: str | list[str], guidance: float) -> dict:
+    """What the samples of a text-conditioned run record about their prompts and guidance."""
+    return {"prompt": prompt, "guidance": guidance, "guidance_type": "classifier-free" if guidance else None}
+
+
 def parse_class(text: str | None, n: int, num_classes: int) -> list[int]:
     """--class C: every sample of class C; 'all' or none: sample i gets class i % num_classes."""
     if text is None or text == "all":
@@ -135,7 +140,7 @@ def conditioning(args, cfg, family) -> dict:
             raise ConfigError(f"--guidance must be at least 0, not {w:g}.")
         said: str | list[str] = "class prompts in turn" if prompt is None else prompt[0] if len(prompt) == 1 else prompt
         return {**none, "prompts": None if prompt is None else tuple(prompt), "guidance": w,
-                "conditioning": {"prompt": said, "guidance": w, "guidance_type": "classifier-free" if w else None}}
+                "conditioning": text_protocol(said, w)}
     classifier = None
     if args.classifier is not None:
         _, clf = load_classifier(args.classifier, cfg, weights="ema", device=next(family.parameters()).device)

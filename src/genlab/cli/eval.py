@@ -209,10 +209,9 @@ def _self_measured(args, cfg, family, step: int) -> int:
 
 def _text_conditioning(family, guidance: float | None) -> dict:
     """What to record of the prompts of a text-conditioned run's samples (the class prompts in turn)."""
-    if "prompts" not in family.sample_options:
-        return {}
-    w = guidance or 0.0
-    return {"prompt": "class prompts in turn", "guidance": w, "guidance_type": "classifier-free" if w else None}
+    from genlab.cli._sampling import text_protocol
+
+    return text_protocol("class prompts in turn", guidance or 0.0) if "prompts" in family.sample_options else {}
 
 
 def _measure_samples(args, cfg, family, step, prec, fnet, quality, progress) -> dict:

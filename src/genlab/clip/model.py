@@ -66,13 +66,10 @@ class CLIP(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> CLIP:
-        from genlab.data.captions import caption_tokenizer
+        from genlab.data.captions import MAX_TOKENS, caption_tokenizer, require_captions
 
         shape, t = tuple(cfg.data.shape), cfg.text
-        if not cfg.data.name.endswith("-captions") or len(shape) != 3 or not cfg.data.levels:
-            raise ConfigError(f"CLIP trains on captioned images, and {cfg.data.name} has no captions; use --data "
-                              f"mnist-captions, fashion-mnist-captions or digits-captions.")
-        from genlab.data.captions import MAX_TOKENS
+        require_captions(cfg, "CLIP")
 
         image = ImageEncoder(shape[0], t.embed_dim, channels=cfg.model.channels, norm_groups=cfg.model.norm_groups)
         text = TextTransformer(len(caption_tokenizer().vocab), MAX_TOKENS, t.width, t.layers, t.heads)

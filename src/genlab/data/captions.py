@@ -62,7 +62,7 @@ from genlab.data.core import DatasetInfo, ImageDataset, check_split
 from genlab.data.digits import load_digits
 from genlab.data.idx import load_idx_dataset
 from genlab.data.tokenizer import Tokenizer, split_words
-from genlab.errors import DataError
+from genlab.errors import ConfigError, DataError
 
 ATTRIBUTES = ("thickness", "size", "position")
 VALUES = {"thickness": ("thin", "normal", "thick"), "size": ("small", "normal", "large"),
@@ -104,6 +104,13 @@ def caption_words() -> list[str]:
     words = [w for t in TEMPLATES for w in split_words(re.sub(r"\{\w+\}", " ", t))]
     words += [w for phrases in PHRASES.values() for p in phrases for w in split_words(p)] + ["a", "an"]
     return words + [w for names in CLASS_NAMES.values() for n in names for w in split_words(n)]
+
+
+def require_captions(cfg, what: str) -> None:
+    """Raise a ConfigError unless the run ``cfg`` (a RunConfig) trains on captioned images; ``what``: who needs them."""
+    if not cfg.data.name.endswith("-captions") or len(tuple(cfg.data.shape)) != 3 or not cfg.data.levels:
+        raise ConfigError(f"{what} trains on captioned images, and {cfg.data.name} has no captions; use "
+                          f"{{{{data.name}}}} mnist-captions, fashion-mnist-captions or digits-captions.")
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ through the decoder, rounded to the data's levels.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -97,12 +98,10 @@ class LDM(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> LDM:
-        from genlab.data.captions import CLASS_NAMES, MAX_TOKENS, caption_tokenizer
+        from genlab.data.captions import CLASS_NAMES, MAX_TOKENS, caption_tokenizer, require_captions
 
         shape, m, lc, t, d = tuple(cfg.data.shape), cfg.model, cfg.latent, cfg.text, cfg.diffusion
-        if not cfg.data.name.endswith("-captions") or len(shape) != 3 or not cfg.data.levels:
-            raise ConfigError(f"latent diffusion trains on captioned images, and {cfg.data.name} has no captions; use "
-                              f"{{data.name}} mnist-captions, fashion-mnist-captions or digits-captions.")
+        require_captions(cfg, "latent diffusion")
         C, H, W = shape
         ae = KLAutoencoder(C, H, channels=lc.ae_channels, z_channels=lc.z_channels, norm_groups=m.norm_groups)
         z, h, _ = ae.latent_shape
@@ -192,9 +191,8 @@ class LDM(nn.Module):
 
     @staticmethod
     def empty_tokens(n: int) -> torch.Tensor:
-        from genlab.data.captions import MAX_TOKENS, caption_tokenizer
-
-        return caption_tokenizer().encode([""] * n, MAX_TOKENS)[0]
+        """The empty caption's ids [BOS, EOS, PAD...] in ``n`` rows (a view of one)."""
+        return _empty_caption().expand(n, -1)
 
     # ----- sampling --------------------------------------------------------------------------
     def prompt_tokens(self, n: int, prompts: list[str] | tuple[str, ...] | None) -> torch.Tensor:
@@ -254,3 +252,11 @@ def _clip_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"the CLIP run {cfg.latent.clip_run} was trained on {clip_cfg.data.name} but this run is on "
                           f"{cfg.data.name}; train a CLIP on {cfg.data.name} first.")
     return clip_cfg
+
+
+@lru_cache(maxsize=1)
+def _empty_caption() -> torch.Tensor:
+    """[1, MAX_TOKENS] ids of the empty caption, tokenized once."""
+    from genlab.data.captions import MAX_TOKENS, caption_tokenizer
+
+    return caption_tokenizer().encode([""], MAX_TOKENS)[0]

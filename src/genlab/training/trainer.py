@@ -39,7 +39,6 @@ all processes), sample grids and the progress bar.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -349,6 +348,3 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def fmt_seconds(s: float) -> str:
-    m, s = divmod(math.ceil(s), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
