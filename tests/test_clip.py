@@ -105,3 +105,44 @@ def test_genlab_eval_measures_a_clip_run_on_a_split(clip_run, capsys):
     assert record["n"] == 50 and record["split"] == "test" and 0 <= record["zero_shot_accuracy"] <= 1
     assert RunDir(run).evaluations()[-1]["zero_shot_accuracy"] == record["zero_shot_accuracy"]
     assert main(["eval", str(run), "--metrics", "fid"]) == 2
+
+
+def test_the_clip_score_by_hand():
+    from genlab.metrics.text import clip_score
+
+    class Fixed:  # unit embeddings chosen so the cosines are 0.6, -0.8 (clamped to 0) and 1
+        def encode_image(self, images):
+            return torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])[images[:, 0, 0, 0].long()]
+
+        def encode_prompts(self, prompts):
+            return torch.tensor([{"a": [0.6, 0.8], "b": [0.6, -0.8], "c": [0.6, 0.8]}[p] for p in prompts])
+
+    images = torch.tensor([0, 1, 2], dtype=torch.uint8).view(3, 1, 1, 1)
+    assert clip_score(Fixed(), images, ["a", "b", "c"], batch_size=2).tolist() == pytest.approx([60.0, 0.0, 100.0])
+    with pytest.raises(ValueError, match="3 images for 2 prompts"):
+        clip_score(Fixed(), images, ["a", "b"])
+
+
+def test_real_images_score_higher_with_their_own_captions(clip_run):
+    from genlab.data import load_dataset
+    from genlab.metrics.text import clip_score
+    from genlab.run import RunDir
+
+    run, _ = clip_run
+    _, clip, _, _ = RunDir(run).load()
+    test = load_dataset("digits-captions", "test")
+    images, captions = test.images[:200], list(test.captions[:200])
+    own = clip_score(clip, images, captions)
+    shuffled = clip_score(clip, images, captions[100:] + captions[:100])
+    assert own.shape == (200,) and (own >= 0).all() and (own <= 100).all()
+    assert own.mean() > shuffled.mean() + 5
+
+
+def test_the_report_says_why_a_clip_run_has_no_row(clip_run, tmp_path, capsys):
+    from genlab.cli import main
+
+    run, _ = clip_run
+    assert main(["report", str(run), "--out", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is a clip run: it draws no samples and has no likelihood" in err
+    assert not (tmp_path / "r.md").exists()

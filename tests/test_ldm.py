@@ -1,5 +1,7 @@
 """Latent diffusion with text: the two stages, the latent scale, prompts, guidance, and the CLI."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -117,6 +119,10 @@ def test_eval_prompts_is_for_text_runs_with_a_feature_network(ldm_run, tmp_path,
     assert err.count("\n") == 0 and "feature network" in err  # none is shipped for the 12x12 captioned digits
     assert main(["eval", str(ldm_run), "--metrics", "prompts", "--prompts-per-group", "0"]) == 2
     assert "--prompts-per-group must be at least 1" in capsys.readouterr().err
+    assert main(["eval", str(ldm_run), "--metrics", "prompts", "--clip", str(ldm_run)]) == 2
+    assert "is a ldm run on digits-captions; the CLIP score needs a run of genlab train clip" in capsys.readouterr().err
+    assert main(["eval", str(ldm_run), "--metrics", "prompts", "--clip", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
 
 
 def test_a_frozen_clip_text_tower_conditions_the_model_unchanged(ldm_run, tmp_path, capsys):
@@ -157,3 +163,60 @@ def test_repeated_prompts_make_a_grid_of_rows(ldm_run, tmp_path, capsys):
 
     with Image.open(tmp_path / "grid.png") as im:  # 3 per row, 2 rows
         assert im.size[0] > im.size[1]
+
+
+def test_the_continuous_decoder_term_is_the_gaussian_density():
+    from genlab.diffusion.process import Denoiser, GaussianDiffusion
+    from genlab.distributions import gaussian_log_density
+
+    x, mean, log_scale = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3) * 0.3
+    expected = torch.distributions.Normal(mean.double(), log_scale.double().exp()).log_prob(x.double())
+    assert torch.allclose(gaussian_log_density(x, mean, log_scale), expected)
+    diffusion = GaussianDiffusion.from_schedule("linear", 50)
+    net = lambda xt, t: 0.1 * xt  # noqa: E731 - any eps-predictor
+    x0 = torch.randn(4, 2, 3, 3)
+    t = torch.zeros(4, dtype=torch.long)
+    xt = diffusion.q_sample(x0, t, torch.randn_like(x0))
+    terms, _ = diffusion.vb_terms(Denoiser(net), x0, xt, t, 0, clip_denoised=False)
+    p = diffusion.p_mean_variance(Denoiser(net), xt, t, clip_denoised=False)
+    by_hand = -torch.distributions.Normal(p["mean"].double(), (0.5 * p["log_variance"]).double().exp()).log_prob(x0.double())
+    assert torch.allclose(terms.double(), by_hand.flatten(1).sum(1), rtol=1e-5)
+
+
+def test_the_latent_bound_is_decoder_plus_latent_bound_minus_entropy(ldm_run):
+    from genlab.evaluate import measure_latent_bpd
+
+    cfg, family, _, _ = RunDir(ldm_run).load()
+    train, test = load_dataset("digits-captions", "train"), load_dataset("digits-captions", "test")
+    sigma = family.decoder_sigma(train.images[:64], seed=3)
+    gen = torch.Generator().manual_seed(3)  # the same z draws by hand
+    x = to_model(train.images[:64], cfg.data.levels)
+    mean, logvar = family.ae.encode(x)
+    z = family.ae.sample_latent(mean, logvar, torch.randn(mean.shape, generator=gen))
+    assert sigma == pytest.approx((family.ae.decode(z) - x).pow(2).mean().sqrt().item(), rel=1e-5)
+    r = measure_latent_bpd(family, cfg, test.images[:6], train.images[:64], seed=3)  # all 50 terms: exact in t
+    assert r["n"] == 6 and r["t_samples"] is None and r["latent_decoder_sigma"] == pytest.approx(sigma, rel=1e-6)
+    parts = r["latent_decoder_bpd"] + r["latent_prior_bpd"] - r["latent_entropy_bpd"]
+    assert r["latent_bpd_bound"] == pytest.approx(parts, rel=1e-9)
+    assert r["latent_decoder_bpd"] > 0 and math.isfinite(r["latent_bpd_bound"]) and r["latent_bpd_se"] > 0
+    D, d = 144, math.prod(family.ae.latent_shape)
+    assert r["latent_bits_per_latent_dim"] == pytest.approx(r["latent_prior_bpd"] * D / d)
+    fresh = LDM.from_config(cfg)  # an autoencoder-stage model: no latent scale yet
+    with pytest.raises(ValueError, match="autoencoder stage"):
+        fresh.latent_bound(test.images[:2], sigma)
+
+
+def test_genlab_eval_measures_the_latent_bound_under_its_own_name(ldm_run, capsys):
+    import json
+
+    assert main(["eval", str(ldm_run), "--metrics", "latent-bpd", "--limit", "4", "--t-samples", "5", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["latent_n"] == 4 and r["latent_t_samples"] == 5 and r["decoder_fit_n"] == 1000 and "bpd" not in r
+    assert RunDir(ldm_run).evaluations()[-1]["latent_bpd_bound"] == r["latent_bpd_bound"]
+    assert main(["eval", str(ldm_run), "--metrics", "latent-bpd", "--limit", "2", "--t-samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "not comparable with a pixel model's bits/dim" in out and "total (upper bound)" in out
+    assert main(["eval", str(ldm_run)]) == 2  # the default metric, bpd, is a pixel-space bound
+    assert "--metrics latent-bpd" in capsys.readouterr().err
+    assert main(["eval", str(ldm_run), "--metrics", "fid", "--clip", str(ldm_run)]) == 2
+    assert "add prompts to --metrics" in capsys.readouterr().err

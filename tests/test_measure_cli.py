@@ -77,7 +77,7 @@ def test_report_writes_the_table_and_the_chart(run_dir, tmp_path, capsys):
     assert code == 0
     md = (tmp_path / "r.md").read_text()
     assert ("| run | family | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample "
-            "| training |") in md and "| ddpm | DDIM 4 |" in md
+            "| training |") in md and "| ddpm | DDIM 4" in md  # " fp32" where the CPU chose it
     assert "DDIM 4" in md and "DDIM 3" in md and "feature network `digits-" in md and "![quality against speed](r.png)" in md
     png = (tmp_path / "r.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -93,7 +93,7 @@ def test_bpd_ode_is_recorded_and_reported_against_nfe(run_dir, tmp_path, capsys)
     run_cli(capsys, "eval", run_dir, "--metrics", "fid", "--n", "20", "--sampler", "heun", "--steps", "3", "--json")
     code, _, _ = run_cli(capsys, "report", run_dir, "--out", tmp_path / "nfe.md", "--x", "nfe", "--n", "20")
     md = (tmp_path / "nfe.md").read_text()
-    assert code == 0 and "| Heun 3 | 20 |" in md and f"{r['bpd_ode']:.4f}" in md and "probability-flow ODE" in md
+    assert code == 0 and ("| Heun 3 | 20 |" in md or "| Heun 3 fp32 | 20 |" in md) and f"{r['bpd_ode']:.4f}" in md and "probability-flow ODE" in md
     assert (tmp_path / "nfe.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -158,3 +158,30 @@ def test_report_rows_merge_old_and_new_records_and_lines_follow_the_sampler(run_
     assert next(r["fid"] for r in rows if r["label"] == "DDIM 10") == 2.0  # the latest of the same setting
     assert sorted({r["series"] for r in rows}) == ["DDIM", "DDIM eta=1", "Heun", "Heun fp32",
                                                    "ancestral class 3 cfg w=1", "ancestral classifier s=2"]
+
+
+def test_report_shows_text_alignment_and_the_latent_bound_apart_from_bits_per_dim(run_dir, tmp_path):
+    from genlab.viz.report import collect_rows, markdown_table, write_report
+
+    run = tmp_path / "r"
+    shutil.copytree(run_dir, run)
+    base = {"event": "eval", "feature_network": load_feature_network("digits").version, "data": "digits", "n": 10,
+            "weights": "ema", "ref_split": "train", "step": 4, "fid": 1.0, "recall": 0.5, "sampler": "ddim", "steps": 10,
+            "nfe": 10}
+    recs = [{"step": 2, "loss": 1.0, "images_per_s": 100.0, "time_s": 1.0},
+            {"step": 4, "loss": 0.5, "images_per_s": 300.0, "time_s": 2.0}, base,
+            {"event": "eval", "step": 4, "prompt_guidance": 3.0, "prompt_held_out_combination_all": 0.925,
+             "prompt_held_out_combination_n": 200, "prompt_held_out_combination_clip_score": 31.5, "sampler": "ddim",
+             "steps": 50},
+            {"event": "eval", "step": 4, "latent_bpd_bound": 5.25, "latent_bpd_se": 0.01, "latent_n": 100,
+             "latent_decoder_bpd": 4.5, "latent_split": "test"}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rows = collect_rows([run, run_dir])
+    table = markdown_table(rows)
+    assert "prompts right (held-out)" in table and "0.925 (w=3)" in table
+    assert rows[0]["train_images_per_s"] == 200.0 and rows[0].get("bpd") is None  # the latent bound is not bits/dim
+    md, _ = write_report(rows, tmp_path / "report.md")
+    text = md.read_text()
+    assert "latent bound + decoder 5.250 ± 0.010 bits per pixel on 100 test images" in text and "not comparable" in text
+    assert "at 200 images/s" in text and "CLIP score 31.50" in text
+    assert "prompts right" not in markdown_table(collect_rows([run_dir]))  # no text runs, no column

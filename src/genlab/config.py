@@ -138,7 +138,8 @@ class TrainConfig:
     grad_clip: float = _opt(1.0, "--grad-clip", "clip the gradient norm to this (0: off)")
     ema_decay: float = _opt(0.999, "--ema-decay", "EMA decay per step (warmed up as min(decay, (1+n)/(10+n)))")
     seed: int = _opt(0, "--seed", "seed for initialisation, data order and noise")
-    mixed_precision: str = _opt("bf16", "--mixed-precision", "no (fp32) or bf16 (autocast)")
+    mixed_precision: str = _opt("auto", "--mixed-precision",
+                                 "auto (bf16 where the CPU or GPU does it natively, else fp32), no (fp32) or bf16 (autocast)")
     log_every: int = _opt(50, "--log-every", "steps between lines of metrics.jsonl")
     sample_every: int = _opt(1000, "--sample-every", "steps between sample grids (0: only at the end)")
     checkpoint_every: int = _opt(500, "--checkpoint-every", "steps between checkpoints (one is always written at the end)")
@@ -344,7 +345,7 @@ def validate(cfg: RunConfig) -> None:
         (t.steps >= 1, f"{{train.steps}} must be at least 1, not {t.steps}."),
         (t.batch_size >= 1, f"{{train.batch_size}} must be at least 1, not {t.batch_size}."),
         (t.lr > 0, f"{{train.lr}} must be positive, not {t.lr}."),
-        (t.mixed_precision in ("no", "bf16", "fp16"), f"{{train.mixed_precision}} must be no, bf16 or fp16, not {t.mixed_precision!r}."),
+        (t.mixed_precision in ("auto", "no", "bf16", "fp16"), f"{{train.mixed_precision}} must be auto, no, bf16 or fp16, not {t.mixed_precision!r}."),
         (t.grid_sampler in SAMPLERS, f"unknown {{train.grid_sampler}} {t.grid_sampler!r}; choose one of {', '.join(SAMPLERS)}."),
         (0 <= t.ema_decay < 1, f"{{train.ema_decay}} must lie in [0, 1), not {t.ema_decay}."),
         (len(m.channels) >= 1 and all(c > 0 for c in m.channels), f"{{model.channels}} needs at least one positive width, not {m.channels}."),

@@ -25,6 +25,12 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, e^(2 log_scale)) per element, in nats, in float64 (continuous data: a density, not a mass)."""
+    x, mean, log_scale = (a.double() for a in (x, mean, log_scale))
+    return -0.5 * math.log(2 * math.pi) - log_scale - 0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2
+
+
 def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, levels: int):
     """log p(x) per element of a Gaussian discretised into ``levels`` bins on [-1, 1].
 

@@ -49,6 +49,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def default_precision(cfg: RunConfig, family) -> str:
+    """Sampling's default precision: the run's training precision, but fp32 where bf16 is not native."""
+    from genlab.precision import for_sampling
+
+    return for_sampling(cfg.train.mixed_precision, next(family.parameters()).device)[0]
+
+
 def autocast(precision: str, family):
     """bf16 autocast for sampling and evaluation on the family's device, or nothing (fp32)."""
     device = next(family.parameters()).device.type
@@ -113,7 +120,7 @@ def draw_samples(family, cfg: RunConfig, spec: SamplingSpec, step: int = 0, prog
     """
     if not family.sampler_names:
         raise ValueError(f"a {cfg.family} model does not draw samples")
-    precision = spec.precision or cfg.train.mixed_precision
+    precision = spec.precision or default_precision(cfg, family)
     if is_diffusion(family):
         sampler = spec.sampler or spec.default_sampler
         how = {"sampler": sampler, "steps": spec.steps, "eta": spec.eta, "spacing": spec.spacing,
@@ -171,18 +178,19 @@ def measure_quality(x: torch.Tensor, cfg: RunConfig, metrics=("fid", "kid", "pr"
 
 
 def measure_prompts(family, cfg: RunConfig, spec: SamplingSpec, n_per_group: int = 100, data_dir=None,
-                    step: int = 0, progress: bool = False) -> dict:
+                    step: int = 0, progress: bool = False, clip=None) -> dict:
     """Text alignment of samples drawn for test captions (:mod:`genlab.metrics.text`), per group of prompts.
 
     One sample per caption of the first ``n_per_group`` held-out-combination, held-out-template and
     seen-template test captions, drawn with ``spec`` (its sampler, steps, guidance, seed); returns
-    ``prompt_<group>_<measure>`` fields (class, thickness, size, position, all, n) and the timing.
+    ``prompt_<group>_<measure>`` fields (class, thickness, size, position, all, n) and the timing;
+    with a CLIP model ``clip`` also ``clip_score`` of the samples and ``clip_score_real`` of the test images.
     """
     from dataclasses import replace
 
     from genlab.data.captions import attribute_thresholds
     from genlab.metrics.features import load_feature_network
-    from genlab.metrics.text import alignment, asked_attributes, prompt_groups
+    from genlab.metrics.text import alignment, asked_attributes, clip_score, prompt_groups
 
     if "prompts" not in family.sample_options:
         raise ValueError(f"a {cfg.family} model takes no prompts")
@@ -200,6 +208,9 @@ def measure_prompts(family, cfg: RunConfig, spec: SamplingSpec, n_per_group: int
         asked = asked_attributes(test.template[idx], {a: v[idx] for a, v in test.attributes.items()})
         for k, v in alignment(x, test.labels[idx], asked, fnet, thresholds).items():
             out[f"prompt_{group}_{k}"] = v
+        if clip is not None:
+            out[f"prompt_{group}_clip_score"] = clip_score(clip, x, prompts).mean().item()
+            out[f"prompt_{group}_clip_score_real"] = clip_score(clip, test.images[idx], prompts).mean().item()
         out.update({k: protocol[k] for k in ("sampler", "steps", "nfe", "seed", "weights", "mixed_precision")})
     out["prompt_guidance"] = spec.guidance or 0.0
     out["prompt_seconds"] = seconds
@@ -216,7 +227,7 @@ def measure_bpd(family, cfg: RunConfig, images: torch.Tensor, progress: bool = F
     if not family.has_likelihood:
         raise ValueError(f"a {cfg.family} model has no likelihood to measure")
     t0 = time.perf_counter()
-    precision = precision or cfg.train.mixed_precision
+    precision = precision or default_precision(cfg, family)
     diffusion = is_diffusion(family)
     if diffusion:
         options["max_batch"] = 512
@@ -226,6 +237,26 @@ def measure_bpd(family, cfg: RunConfig, images: torch.Tensor, progress: bool = F
     result.update(seconds=time.perf_counter() - t0, mixed_precision=precision)
     if diffusion:
         result["timesteps"] = cfg.diffusion.timesteps
+    return result
+
+
+def measure_latent_bpd(family, cfg: RunConfig, images: torch.Tensor, fit_images: torch.Tensor, seed: int = 0,
+                       batch_size: int | None = None, t_samples: int | None = None, precision: str | None = None,
+                       progress: bool = False) -> dict:
+    """A latent diffusion model's bound, latent bound + decoder (:mod:`genlab.latent.likelihood`), timed.
+
+    The decoder's Gaussian scale is fitted on ``fit_images`` (training images); the bound is measured on ``images``.
+    """
+    if not callable(getattr(family, "latent_bound", None)):
+        raise ValueError(f"a {cfg.family} model is not a latent diffusion model; its likelihood, if any, is bits/dim (bpd)")
+    t0 = time.perf_counter()
+    precision = precision or default_precision(cfg, family)
+    with autocast(precision, family):
+        sigma = family.decoder_sigma(fit_images, seed=seed)
+        result = family.latent_bound(images, sigma, seed=seed, batch_size=batch_size or max(1, min(len(images), 64)),
+                                     t_samples=t_samples, progress=progress)
+    result.update(seconds=time.perf_counter() - t0, mixed_precision=precision, timesteps=cfg.diffusion.timesteps,
+                  decoder_fit_n=len(fit_images))
     return result
 
 

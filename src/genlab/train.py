@@ -92,6 +92,20 @@ def prepare(cfg: RunConfig, fresh: bool = True):
     return cfg, train_ds, family
 
 
+_PRECISION_NAME = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
+def _precision(cfg: RunConfig) -> tuple[RunConfig, str]:
+    """(``cfg`` with ``auto`` precision made concrete for the training device, so config.json records it; why)."""
+    from genlab import precision
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where Accelerate trains
+    if cfg.train.mixed_precision not in precision.CHOICES:  # fp16: Accelerate's, GPU only
+        return cfg, "as asked"
+    chosen, why = precision.choose(cfg.train.mixed_precision, device)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mixed_precision=chosen)), why
+
+
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
           say: Callable[[str], None] | None = None, evaluate: bool = True) -> dict:
     """Train ``cfg`` into ``run_dir`` (``resume``: from its latest checkpoint) and evaluate it.
@@ -110,6 +124,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     ckpt = run.latest_checkpoint() if resume else None
     t0 = time.perf_counter()
     cfg, train_ds, family = prepare(cfg, fresh=not resume)
+    cfg, why_precision = _precision(cfg)
     if cfg.diffusion.super_resolution:  # its progress grids upscale training images
         from genlab.diffusion.superres import set_preview
 
@@ -129,7 +144,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     n = trainer.accelerator.num_processes
     batch = f"{cfg.train.batch_size}" + (f" ({cfg.train.batch_size // n} in each of {n} processes)" if n > 1 else "")
     say(f"genlab: training {cfg.family} on {cfg.data.name} ({what}), {count_parameters(family) / 1e6:.2f}M parameters, "
-        f"{cfg.train.steps} steps at batch {batch}, precision {cfg.train.mixed_precision}")
+        f"{cfg.train.steps} steps at batch {batch}, precision {_PRECISION_NAME[cfg.train.mixed_precision]} ({why_precision})")
     say(f"genlab: run directory {run.path}")
     try:
         summary = trainer.fit()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from genlab.errors import ConfigError
 DEVICE_HELP = "where the network runs: auto (default: the first CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
 COMPILE_HELP = ("diffusion runs: run the network through torch.compile (each batch shape compiles once, 30-60 s on "
                 "2 cores, seconds when cached; then 1.4-2.6x faster per evaluation on this CPU): for many steps or samples")
-PRECISION_HELP = "no (fp32) or bf16 (default: the run's training precision)"
+PRECISION_HELP = "no (fp32) or bf16 (default: the run's training precision, fp32 where this CPU or GPU has no native bf16)"
 
 
 def add_debug(p: argparse.ArgumentParser) -> None:
@@ -76,7 +77,15 @@ def device(args):
 
 
 def precision(args, cfg) -> str:
-    p = getattr(args, "mixed_precision", None) or cfg.train.mixed_precision
+    """--mixed-precision, else the run's training precision (fp32 where bf16 is not native: said once)."""
+    from genlab.precision import for_sampling
+
+    p = getattr(args, "mixed_precision", None)
+    if p is None:
+        p, why = for_sampling(cfg.train.mixed_precision, device(args))
+        if p != cfg.train.mixed_precision and not getattr(args, "_precision_said", False):
+            print(f"genlab: sampling in fp32 ({why}; --mixed-precision bf16 to force it)", file=sys.stderr)
+            args._precision_said = True
     if p not in ("no", "bf16"):
         raise ConfigError(f"--mixed-precision must be no or bf16, not {p!r}.")
     return p

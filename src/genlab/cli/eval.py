@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import genlab.cli._text as _text
 from genlab.cli._common import COMPILE_HELP, add_run_flags, load, names_with, precision
 from genlab.cli._sampling import add_step_flags, check_sampling_args, known_sampler, require_sampler, sampler_help
+from genlab.cli._text import ALIGNMENT, LATENT, text_conditioning
 from genlab.errors import ConfigError
 
 LIKELIHOODS = ("bpd", "bpd-ode")
-ALIGNMENT = ("prompts",)  # text-conditioned runs: class and attributes of samples drawn for test captions
 
 
 def add_parser(sub) -> None:
@@ -26,7 +27,8 @@ def add_parser(sub) -> None:
     e.add_argument("--metrics", "--metric", dest="metrics", default="bpd",
                    help="comma-separated, any of: fid, kid, pr (precision and recall), bpd (the variational bound; "
                         "default), bpd-ode (the probability-flow ODE's likelihood), prompts (text-conditioned runs: "
-                        "class and attribute accuracy of samples drawn for test captions)")
+                        "class and attribute accuracy of samples drawn for test captions), latent-bpd (latent "
+                        "diffusion runs: latent bound + decoder, in bits per pixel)")
     g = e.add_argument_group("likelihood (bpd)")
     g.add_argument("--split", default="test", help="data split for bits/dim (default test)")
     g.add_argument("--limit", type=int, default=None, help="use only the first N images of the split (default: all)")
@@ -41,6 +43,8 @@ def add_parser(sub) -> None:
                    help="text-conditioned runs: classifier-free guidance weight of the samples (default 0)")
     g.add_argument("--prompts-per-group", type=int, default=100, metavar="N",
                    help="prompts: test captions per group (held-out combinations, held-out templates, seen; default 100)")
+    g.add_argument("--clip", type=Path, default=None, metavar="RUN",
+                   help="prompts: also the CLIP score of the samples under this run of genlab train clip")
     g.add_argument("--samples", type=Path, default=None, help="measure the samples in this .npz (genlab sample --npz) instead of sampling")
     g.add_argument("--save-samples", type=Path, default=None, help="also write the drawn samples to this .npz")
     g.add_argument("--ref-split", default="train", help="real split the samples are compared with (default train)")
@@ -56,7 +60,7 @@ def add_parser(sub) -> None:
 def parse_metrics(text: str) -> tuple[str, ...]:
     from genlab.metrics.evaluate import QUALITY_METRICS
 
-    known = (*QUALITY_METRICS, *LIKELIHOODS, *ALIGNMENT)
+    known = (*QUALITY_METRICS, *LIKELIHOODS, *ALIGNMENT, *LATENT)
     names = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
     bad = [m for m in names if m not in known]
     if bad or not names:
@@ -84,17 +88,8 @@ def check_args(args, metrics, cfg, family) -> None:
                               f"(likelihoods: {', '.join(names_with(lambda c: c.has_likelihood))}).")
         if args.t_samples is not None:
             raise ConfigError(f"--t-samples estimates a diffusion bound; a {cfg.family} run has no timesteps: drop it.")
-    text = "prompts" in family.sample_options
-    if "prompts" in metrics and not text:
-        raise ConfigError(f"prompts measures samples drawn for captions; a {cfg.family} run takes no text: drop it from --metrics.")
-    if args.guidance is not None and not text:
-        raise ConfigError(f"--guidance in genlab eval weighs the captions of a text-conditioned run; a {cfg.family} run has "
-                          f"none (guided samples of a class-conditional run: genlab sample --guidance W --npz, then --samples).")
-    if args.guidance is not None and args.guidance < 0:
-        raise ConfigError(f"--guidance must be at least 0, not {args.guidance:g}.")
-    if args.prompts_per_group < 1:
-        raise ConfigError(f"--prompts-per-group must be at least 1, not {args.prompts_per_group}.")
-    if any(m not in (*LIKELIHOODS, *ALIGNMENT) for m in metrics) and args.n < 2:
+    _text.check_args(args, metrics, cfg, family)
+    if any(m not in (*LIKELIHOODS, *ALIGNMENT, *LATENT) for m in metrics) and args.n < 2:
         raise ConfigError(f"--n must be at least 2 to measure samples, not {args.n}.")
     check_sampling_args(args, cfg, family, default_sampler="ddim")
 
@@ -112,7 +107,7 @@ def run(args) -> int:
     check_args(args, metrics, cfg, family)
     if args.compile:
         compile_network(family.net)
-    quality = tuple(m for m in metrics if m not in (*LIKELIHOODS, *ALIGNMENT))
+    quality = tuple(m for m in metrics if m not in (*LIKELIHOODS, *ALIGNMENT, *LATENT))
     if cfg.data.levels == 0:
         raise ConfigError(f"{cfg.data.name} is continuous data: bpd, FID, KID and precision/recall need images with discrete levels.")
     fnet = None
@@ -139,13 +134,7 @@ def run(args) -> int:
         record.update({"bpd_n": result["n"], "bpd_split": args.split, "bpd_seconds": result["seconds"]})
         if not quality:  # the bpd-only record keeps the names of the foundation issue
             record["n"], record["split"], record["seconds"] = result["n"], args.split, result["seconds"]
-    if "prompts" in metrics:
-        from genlab.evaluate import SamplingSpec, measure_prompts
-
-        spec = SamplingSpec(seed=args.seed, batch_size=args.batch_size or 256, sampler=args.sampler, steps=args.steps,
-                            eta=args.eta, spacing=args.spacing, guidance=args.guidance, weights=args.weights,
-                            precision=prec, compiled=args.compile, default_sampler="ddim")
-        record.update(measure_prompts(family, cfg, spec, args.prompts_per_group, args.data_dir, step, progress))
+    record.update(_text.measure(args, metrics, cfg, family, step, prec, progress))
     if "bpd-ode" in metrics:
         record.update(measure_bpd_ode(family, images, seed=args.seed, batch_size=args.batch_size or 128,
                                       tol=args.ode_tol, progress=progress, split=args.split))
@@ -165,22 +154,8 @@ def run(args) -> int:
         _print_bpd(cfg, record)
     if "bpd-ode" in metrics:
         _print_bpd_ode(cfg, record)
-    if "prompts" in metrics:
-        _print_prompts(args.run, record)
+    _text.report(args, metrics, cfg, record)
     return 0
-
-
-def _print_prompts(run: Path, r: dict) -> None:
-    from genlab.metrics.text import GROUPS
-
-    print(f"text alignment of {run} (step {r['step']}, {r['weights']} weights): one sample per test caption, {r['sampler']} "
-          f"{r['steps']} steps, guidance {r['prompt_guidance']:g}, {r['nfe']} network evaluations each")
-    print(f"  {'prompts':<22} {'n':>5} {'class':>7} {'thickness':>10} {'size':>7} {'position':>9} {'all':>7}")
-    for g in GROUPS:
-        if f"prompt_{g}_n" in r:
-            cells = " ".join(f"{r[f'prompt_{g}_{k}']:>{w}.3f}" for k, w in (("class", 7), ("thickness", 10), ("size", 7),
-                                                                               ("position", 9), ("all", 7)))
-            print(f"  {g.replace('_', ' '):<22} {r[f'prompt_{g}_n']:>5} {cells}")
 
 
 def _self_measured(args, cfg, family, step: int) -> int:
@@ -207,13 +182,6 @@ def _self_measured(args, cfg, family, step: int) -> int:
     return 0
 
 
-def _text_conditioning(family, guidance: float | None) -> dict:
-    """What to record of the prompts of a text-conditioned run's samples (the class prompts in turn)."""
-    from genlab.cli._sampling import text_protocol
-
-    return text_protocol("class prompts in turn", guidance or 0.0) if "prompts" in family.sample_options else {}
-
-
 def _measure_samples(args, cfg, family, step, prec, fnet, quality, progress) -> dict:
     import torch
 
@@ -226,7 +194,7 @@ def _measure_samples(args, cfg, family, step, prec, fnet, quality, progress) -> 
         spec = SamplingSpec(n=args.n, seed=args.seed, batch_size=args.batch_size or 256, sampler=args.sampler,
                             steps=args.steps, eta=args.eta, spacing=args.spacing, weights=args.weights,
                             precision=prec, compiled=args.compile, default_sampler="ddim", guidance=args.guidance,
-                            conditioning=_text_conditioning(family, args.guidance))
+                            conditioning=text_conditioning(family, args.guidance))
         x, protocol = draw_samples(family, cfg, spec, step, progress)
         # a conditional model draws sample i of class i % num_classes
         labels = torch.arange(len(x)) % family.num_classes if getattr(family, "num_classes", 0) else None

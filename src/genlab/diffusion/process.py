@@ -27,7 +27,12 @@ import numpy as np
 import torch
 
 from genlab.diffusion.schedules import make_betas
-from genlab.distributions import discretized_gaussian_log_likelihood, nats_to_bpd, normal_kl  # noqa: F401 - re-exported
+from genlab.distributions import (  # noqa: F401 - re-exported
+    discretized_gaussian_log_likelihood,
+    gaussian_log_density,
+    nats_to_bpd,
+    normal_kl,
+)
 from genlab.errors import ConfigError
 
 PARAMETERIZATIONS = ("eps", "x0", "v")
@@ -265,16 +270,17 @@ class GaussianDiffusion:
 
         For t > 0: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) (DDPM eq. (5)).
         For t = 0: -log p(x_0 | x_1) with the discretised Gaussian decoder of K = ``levels``
-        bins (DDPM eq. (13)). Returns (terms [B], pred_x0).
+        bins (DDPM eq. (13)); ``levels`` = 0 (continuous data, e.g. latents) makes it the Gaussian
+        density itself, so the bound is on -log of a density. Returns (terms [B], pred_x0).
         """
         true_mean, _, true_log_var = self.q_posterior_mean_variance(x0, xt, t)
         p = self.p_mean_variance(denoiser, xt, t, clip_denoised=clip_denoised, **cond)
         terms = normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"]).flatten(1).sum(1)
         first = t == 0
         if first.any():  # the decoder (float64) only where it is needed
-            nll = -discretized_gaussian_log_likelihood(
-                x0[first], p["mean"][first], 0.5 * p["log_variance"][first], levels
-            ).flatten(1).sum(1)
+            decoder = (discretized_gaussian_log_likelihood(x0[first], p["mean"][first], 0.5 * p["log_variance"][first], levels)
+                       if levels else gaussian_log_density(x0[first], p["mean"][first], 0.5 * p["log_variance"][first]))
+            nll = -decoder.flatten(1).sum(1)
             terms = terms.masked_scatter(first, nll.to(terms.dtype))
         return terms, p["pred_x0"]
 

@@ -39,6 +39,7 @@ from genlab.diffusion.sampling import sample as run_sampler
 from genlab.errors import ConfigError
 from genlab.family import batched_draw, register_family
 from genlab.latent.autoencoder import KLAutoencoder
+from genlab.latent.likelihood import decoder_sigma, latent_bound
 from genlab.nets.text import TextTransformer
 from genlab.nets.unet import UNet
 from genlab.rng import per_sample_generators, randn
@@ -232,6 +233,15 @@ class LDM(nn.Module):
             return from_model(self.ae.decode(z0 / scale).float().clamp(-1, 1), self.levels)
 
         return batched_draw(n, batch_size, draw, shape=self.shape, dtype=torch.uint8)
+
+    # ----- likelihood ------------------------------------------------------------------------
+    def decoder_sigma(self, images: torch.Tensor, seed: int = 0) -> float:
+        """The decoder's maximum-likelihood Gaussian scale on uint8 ``images`` (:mod:`genlab.latent.likelihood`)."""
+        return decoder_sigma(self, images, seed=seed)
+
+    def latent_bound(self, images: torch.Tensor, sigma: float, **options) -> dict:
+        """Latent bound + decoder on uint8 ``images`` (:func:`genlab.latent.likelihood.latent_bound`)."""
+        return latent_bound(self, images, sigma, **options)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """decode(mean of encode(x)) of uint8 images, as uint8 (the autoencoder stage's reconstructions)."""

@@ -9,6 +9,11 @@ has it). One sample is drawn per prompt, then judged by measurement, not by a mo
 - **attributes**: :func:`genlab.data.captions.measure_attributes` measures thickness, size and
   position of the sample against the asked class's terciles, as the captions were made.
 
+With a CLIP run (:mod:`genlab.clip`) the **CLIP score** is measured too: 100 x max(cos, 0)
+between the embeddings of each sample and of its prompt under genlab's contrastive model
+(Hessel et al. 2021's CLIPScore without its 2.5 weight, torchmetrics' scale), beside the same
+score of the real test images with their own captions, its ceiling under that CLIP.
+
 Reported per group of prompts: the held-out templates (phrasings never trained on), the
 held-out combinations (e.g. a thick 3 on the left, a triple no training image shows), and the
 rest; each with the class accuracy, the accuracy of each stated attribute, and ``all``: the
@@ -58,3 +63,16 @@ def alignment(samples: torch.Tensor, classes: torch.Tensor, asked: dict[str, tor
         out[a] = right[stated].float().mean().item() if stated.any() else float("nan")
     out["all"] = everything.float().mean().item()
     return out
+
+
+@torch.no_grad()
+def clip_score(clip, images: torch.Tensor, prompts: list[str] | tuple[str, ...], batch_size: int = 500) -> torch.Tensor:
+    """100 x max(cos, 0) of each uint8 image and its prompt under the contrastive model ``clip``: float [N]."""
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
+    scores = []
+    for start in range(0, len(images), batch_size):
+        u = clip.encode_image(images[start : start + batch_size])
+        v = clip.encode_prompts(list(prompts[start : start + batch_size]))
+        scores.append(100 * (u * v).sum(-1).clamp(min=0).cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)

@@ -39,6 +39,7 @@ all processes), sample grids and the progress bar.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -125,6 +126,11 @@ class Trainer:
                  save_samples: Callable[[torch.Tensor, Path], object] | None = None, progress: bool = True,
                  labels: torch.Tensor | None = None, monitor: Callable[[nn.Module, int], dict] | None = None,
                  monitor_every: int = 0):
+        if cfg.train.mixed_precision == "auto":  # made concrete, so config.json records what ran
+            from genlab.precision import choose
+
+            chosen = choose("auto", "cuda" if torch.cuda.is_available() else "cpu")[0]
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mixed_precision=chosen))
         self.cfg = cfg
         self.monitor = monitor
         self.monitor_every = monitor_every or cfg.train.sample_every

@@ -90,6 +90,43 @@ def _family(run: Path) -> str:
     return cls.describe(cfg)
 
 
+def training_throughput(records: list[dict]) -> float | None:
+    """Training images per second over a run's log lines (their mean), or None if it logged none."""
+    rates = [r["images_per_s"] for r in records if "event" not in r and r.get("images_per_s")]
+    return sum(rates) / len(rates) if rates else None
+
+
+def _text_fields(records: list[dict]) -> dict:
+    """The latest text alignment (held-out combinations) and latent bound + decoder of a run's evaluations."""
+    out: dict = {}
+    prompts = [r for r in records if "prompt_guidance" in r and "prompt_held_out_combination_all" in r]
+    if prompts:
+        p = max(prompts, key=lambda r: (r.get("step", 0), prompts.index(r)))
+        out.update({"prompt_all": p["prompt_held_out_combination_all"], "prompt_guidance": p["prompt_guidance"],
+                    "prompt_n": p.get("prompt_held_out_combination_n"), "prompt_sampler": p.get("sampler"),
+                    "prompt_steps": p.get("steps"), "prompt_clip_score": p.get("prompt_held_out_combination_clip_score")})
+    latents = [r for r in records if "latent_bpd_bound" in r]
+    if latents:
+        lb = max(latents, key=lambda r: (r.get("step", 0), r.get("latent_n", 0)))
+        out.update({k: lb.get(k) for k in ("latent_bpd_bound", "latent_bpd_se", "latent_n", "latent_decoder_bpd",
+                                           "latent_split")})
+    return out
+
+
+def _draws_nothing(run: Path) -> str | None:
+    """The family of a run that draws no samples and has no likelihood (a classifier, a CLIP), else None."""
+    from genlab.errors import GenlabError
+    from genlab.family import family_class
+    from genlab.run import read_run_config
+
+    try:
+        cfg = read_run_config(run)
+        cls = family_class(cfg.family)
+    except (GenlabError, OSError):
+        return None
+    return None if (cls.sampler_names or cls.has_likelihood) else cfg.family
+
+
 def training_seconds(records: list[dict]) -> float | None:
     """Seconds of training in a run's log: the last ``time_s`` of each stretch (a resumed run starts a new one)."""
     total, last = 0.0, None
@@ -110,8 +147,13 @@ def collect_rows(runs: list[Path]) -> list[dict]:
     shipped: dict[str, str] = {}  # data name -> version of the feature network this genlab ships
     for run in map(Path, runs):
         log = _records(run)
+        nothing = _draws_nothing(run)
+        if nothing:
+            raise RunError(f"{run} is a {nothing} run: it draws no samples and has no likelihood, so it has no row in the "
+                           f"trilemma report; genlab eval {run} prints its own figures.")
         records = [r for r in log if r.get("event") == "eval"]
-        run_fields = {"family": _family(run), "train_seconds": training_seconds(log)}
+        run_fields = {"family": _family(run), "train_seconds": training_seconds(log),
+                      "train_images_per_s": training_throughput(log), **_text_fields(records)}
         quality = [r for r in records if "feature_network" in r]
         bpds = [r for r in records if "bpd" in r]
         bpd = None
@@ -121,7 +163,7 @@ def collect_rows(runs: list[Path]) -> list[dict]:
             bpd = max(at_top, key=lambda r: (r["bpd_n"] or 0, at_top.index(r)))
         odes = [r for r in records if "bpd_ode" in r]
         ode = max(odes, key=lambda r: (r.get("step", 0), r.get("bpd_ode_n", 0))) if odes else None
-        if not quality and bpd is None and ode is None:
+        if not quality and bpd is None and ode is None and not _text_fields(records):
             raise RunError(f"{run} has no evaluations yet; run genlab eval {run} --metrics fid,kid,pr,bpd first.")
         latest: dict[tuple, dict] = {}
         for r in quality:
@@ -178,8 +220,10 @@ def _minutes(seconds: float | None) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| run | family | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample | training |\n"
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    text = any(r.get("prompt_all") is not None for r in rows)  # a column for text-conditioned runs, only when there are some
+    head = ("| run | family | sampler | n | FID | KID | precision | recall | bits/dim | bits/dim (ODE) | NFE | s/sample | training |"
+            + (" prompts right (held-out) |" if text else "") + "\n"
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if text else "") + "\n")
     lines = []
     for r in rows:
         kid = f"{r['kid']:.4f} ± {r['kid_std']:.4f}" if r.get("kid") is not None else ""
@@ -190,8 +234,13 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(f"| {Path(r['run']).name} | {r.get('family', '')} | {r['label']} | {_fmt(r.get('n'), 'd')} | {_fmt(r.get('fid'), '.3f')} | {kid} "
                      f"| {_fmt(r.get('precision'), '.3f')} | {_fmt(r.get('recall'), '.3f')} | {bpd} "
                      + (f"| {r['bpd_ode']:.4f} ± {r['bpd_ode_se']:.4f} " if r.get("bpd_ode") is not None else "| ") +
-                     f"| {_fmt(r.get('nfe'), 'g')} | {_fmt(r.get('seconds_per_sample'), '.4f')} | {_minutes(r.get('train_seconds'))} |")
+                     f"| {_fmt(r.get('nfe'), 'g')} | {_fmt(r.get('seconds_per_sample'), '.4f')} | {_minutes(r.get('train_seconds'))} |"
+                     + (f" {_fmt(r.get('prompt_all'), '.3f')}{_guided(r)} |" if text else ""))
     return head + "\n".join(lines) + "\n"
+
+
+def _guided(r: dict) -> str:
+    return f" (w={r['prompt_guidance']:g})" if r.get("prompt_all") is not None else ""
 
 
 def _values(rows: list[dict], key: str) -> str:
@@ -207,7 +256,9 @@ def _protocol(rows: list[dict]) -> str:
         q = next((r for r in rs if r.get("feature_network")), None)
         parts = [f"- **{Path(run).name}** ({rs[0].get('family', 'ddpm')}, `{run}`)"]
         if rs[0].get("train_seconds") is not None:
-            parts.append(f"trained for {_minutes(rs[0]['train_seconds'])} (wall-clock of the training loop, as logged, sample grids and monitors included)")
+            rate = rs[0].get("train_images_per_s")
+            parts.append(f"trained for {_minutes(rs[0]['train_seconds'])}" + (f" at {rate:.0f} images/s" if rate else "")
+                         + " (wall-clock of the training loop, as logged, sample grids and monitors included)")
         if q:
             parts.append(f"samples from {q['weights']} weights at step {q['step']}, compared with the {q['data']} "
                          f"{q['ref_split']} split ({q['ref_n']} images) under feature network `{q['feature_network']}`; "
@@ -225,6 +276,15 @@ def _protocol(rows: list[dict]) -> str:
         elif b.get("bpd") is not None:
             how = "every term of the bound" if b.get("bpd_exact") else "stratified estimate of the bound (± standard error)"
             parts.append(f"bits/dim on {b['bpd_n']} {b['bpd_split']} images, {b['bpd_weights']} weights, {how}")
+        if b.get("prompt_all") is not None:
+            score = f", CLIP score {b['prompt_clip_score']:.2f}" if b.get("prompt_clip_score") is not None else ""
+            parts.append(f"prompts right: class and every stated attribute of one sample per held-out-combination test "
+                         f"caption ({b['prompt_n']} captions, {b['prompt_sampler']} {b['prompt_steps']} steps, guidance "
+                         f"{b['prompt_guidance']:g}{score})")
+        if b.get("latent_bpd_bound") is not None:
+            parts.append(f"latent bound + decoder {b['latent_bpd_bound']:.3f} ± {b['latent_bpd_se']:.3f} bits per pixel on "
+                         f"{b['latent_n']} {b['latent_split']} images (decoder {b['latent_decoder_bpd']:.3f} of it; an upper "
+                         f"bound through the autoencoder, not comparable with a pixel model's bits/dim, so not in that column)")
         if b.get("bpd_ode") is not None:
             parts.append(f"bits/dim (ODE) on {b['bpd_ode_n']} images by the probability-flow ODE (RK45, rtol = atol = "
                          f"{b['ode_rtol']:g}, Hutchinson trace, uniform dequantisation; ± standard error)")
