@@ -163,6 +163,42 @@ class RunDir:
     def evaluations(self) -> list[dict]:
         return [r for r in self.records() if r.get("event") == "eval"]
 
+    # ----- what a stopped process leaves -------------------------------------------------------
+    def clean_partial_writes(self) -> list[Path]:
+        """Remove the temporary files of writes a killed process never finished (``.NAME.*.tmp``); returns them."""
+        found = [p for d in (self.path, self.checkpoints_dir, self.samples_dir) if d.is_dir()
+                 for p in d.glob(".*.tmp") if p.is_file()]
+        for p in found:
+            p.unlink(missing_ok=True)
+        return found
+
+    def rewind_log(self, step: int) -> int:
+        """Drop the training-log rows of metrics.jsonl after ``step`` (a resume from there writes them again).
+
+        Evaluations are kept (they measured a checkpoint that exists or existed), and so is everything
+        up to ``step``; a last line cut short by a kill is dropped. Returns how many lines went.
+        """
+        path = self.metrics_path
+        if not path.is_file():
+            return 0
+        lines = path.read_text().splitlines()
+        kept = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:  # the line a kill cut short
+                    continue
+                raise RunError(f"{path} line {i + 1} is not JSON; remove that line or restore the file.") from None
+            if r.get("event") == "eval" or r.get("step", 0) <= step:
+                kept.append(line)
+        dropped = len([x for x in lines if x.strip()]) - len(kept)
+        if dropped:
+            atomic_write_text(path, "".join(x + "\n" for x in kept))
+        return dropped
+
 
 # ----- functions of a run directory (the names earlier genlab code and users know) ------------
 

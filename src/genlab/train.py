@@ -14,6 +14,7 @@ family that samples in one pass). Every step is logged to ``RUN/metrics.jsonl``:
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,12 +60,16 @@ def resume_config(run_dir: str | Path, file_overrides: dict | None = None, overr
     """
     saved = RunDir(run_dir).read_config().to_dict()
     file_overrides, overrides = file_overrides or {}, overrides or {}
-    for source in (file_overrides, overrides):
-        for section, values in source.items():
-            allowed = RESUMABLE.get(section, set())
-            bad = [k for k in values if allowed is not None and k not in allowed]
-            if bad:
-                raise ConfigError(f"{section}.{bad[0]} cannot change when resuming; start a new run with another --out instead.")
+
+    given = {s: {**file_overrides.get(s, {}), **overrides.get(s, {})} for s in {*file_overrides, *overrides}}
+    typed = resolve(saved["data"]["name"], saved, given, family=saved["family"]).to_dict() if given else saved
+    for section, values in given.items():
+        allowed = RESUMABLE.get(section, set())
+        # the unchanged training command, repeated with --resume, gives the saved values back
+        bad = [k for k in values if allowed is not None and k not in allowed
+               and json.dumps(typed.get(section, {}).get(k), default=str) != json.dumps(saved.get(section, {}).get(k), default=str)]
+        if bad:
+            raise ConfigError(f"{{{{{section}.{bad[0]}}}}} cannot change when resuming; start a new run with another --out instead.")
     changes = {s: {**file_overrides.get(s, {}), **overrides.get(s, {})} for s in RESUMABLE}
     return resolve(saved["data"]["name"], saved, {s: v for s, v in changes.items() if v}, family=saved["family"])
 
@@ -121,9 +126,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     run = RunDir(run_dir)
     if not resume and run.exists():
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out.")
-    ckpt = run.latest_checkpoint() if resume else None
+    found = run.checkpoints() if resume else []
+    ckpt = found[-1][1] if found else None
     t0 = time.perf_counter()
-    cfg, train_ds, family = prepare(cfg, fresh=not resume)
+    cfg, train_ds, family = prepare(cfg, fresh=ckpt is None)
     cfg, why_precision = _precision(cfg)
     if cfg.diffusion.super_resolution:  # its progress grids upscale training images
         from genlab.diffusion.superres import set_preview
@@ -137,9 +143,16 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                       progress=progress, labels=_labels(family, train_ds),
                       monitor=monitor, monitor_every=monitor_every)
     say = say if trainer.is_main else (lambda *a, **k: None)  # one process speaks for all
+    if trainer.is_main:  # what a killed process left: half-written files, log rows a resume writes again
+        run.clean_partial_writes()
     if ckpt:
         trainer.load(ckpt)
         say(f"genlab: resuming {run.path} from step {trainer.step} ({ckpt.name})")
+    elif resume:
+        say(f"genlab: {run.path} has no checkpoint yet (it stopped before its first); starting it from step 0 "
+            f"with its recorded config")
+    if resume and trainer.is_main:
+        run.rewind_log(trainer.step)
     what = f"{len(train_ds)} images {'x'.join(map(str, cfg.data.shape))}, {levels} levels" if levels else f"{len(train_ds)} points"
     n = trainer.accelerator.num_processes
     batch = f"{cfg.train.batch_size}" + (f" ({cfg.train.batch_size // n} in each of {n} processes)" if n > 1 else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from genlab import __version__
 from genlab.cli import eval as eval_cmd
 from genlab.cli import features, hopfield, inpaint, report, sample, train, upscale
 from genlab.config import FLAGS
@@ -20,9 +21,19 @@ COMMANDS = {"train": train, "sample": sample, "eval": eval_cmd, "report": report
             "inpaint": inpaint, "upscale": upscale, "hopfield": hopfield}
 
 
+def _torch_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")  # without importing it: --version answers at once
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genlab", description="Train, sample and evaluate deep generative models.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"genlab {__version__} (torch {_torch_version()})")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS.values():
         module.add_parser(sub)

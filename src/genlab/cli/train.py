@@ -74,8 +74,6 @@ def run(args) -> int:
 
     if not args.resume and RunDir(run_dir).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out.")
-    if args.resume:
-        RunDir(run_dir).latest_checkpoint()  # a run without a checkpoint is said before the data loads
     if args.processes and args.processes > 1 and launched is None:
         # this process loads and checks everything before it starts the others: a download happens
         # once, and bad input is said once

@@ -1,0 +1,63 @@
+"""What a stopped run leaves behind, and the commands a user tries next (issue 19's first part)."""
+
+import json
+
+from safetensors.torch import load_file
+
+from conftest import TINY
+from genlab.cli import main
+from test_cli import assert_one_sentence_error, run_cli
+
+FLAGS = [*TINY, "--eval-bpd", "false", "--checkpoint-every", "2", "--log-every", "1"]
+
+
+def final_tensors(run, step):
+    return load_file(str(run / "checkpoints" / f"step_{step:07d}.safetensors"))
+
+
+def test_version(capsys):
+    try:
+        main(["--version"])
+    except SystemExit as e:
+        assert e.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("genlab 0.") and "torch 2." in out
+
+
+def test_the_unchanged_command_resumes_and_a_changed_one_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FLAGS, "--steps", "2", "--out", run)[0] == 0
+    code, out, _ = run_cli(capsys, "train", *FLAGS, "--steps", "4", "--out", run, "--resume")  # the same flags again
+    assert code == 0 and "from step 2" in out
+    code, _, err = run_cli(capsys, "train", *FLAGS, "--channels", "16,16", "--steps", "6", "--out", run, "--resume")
+    assert_one_sentence_error(code, err, "cannot change when resuming")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0_exactly(tmp_path, capsys):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert run_cli(capsys, "train", *FLAGS, "--steps", "4", "--out", whole)[0] == 0
+    assert run_cli(capsys, "train", *FLAGS, "--steps", "4", "--out", cut)[0] == 0
+    # what a kill at step 1 leaves: config.json, a log row, half a row, a 0-byte temporary checkpoint
+    for p in (cut / "checkpoints").iterdir():
+        p.unlink()
+    (cut / "checkpoints" / ".step_0000002.safetensors.x1y2.tmp").write_bytes(b"")
+    first = (cut / "metrics.jsonl").read_text().splitlines()[0]
+    (cut / "metrics.jsonl").write_text(first + "\n" + first[:9])
+    code, _, err = run_cli(capsys, "train", *FLAGS, "--steps", "4", "--out", cut)
+    assert_one_sentence_error(code, err, "already holds a run", "--resume")
+    code, out, _ = run_cli(capsys, "train", "--resume", "--out", cut, "--no-progress")
+    assert code == 0 and "no checkpoint yet" in out and "from step 0" in out
+    assert not list((cut / "checkpoints").glob(".*.tmp"))
+    a, b = final_tensors(whole, 4), final_tensors(cut, 4)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)  # model, EMA and optimiser
+    steps = [json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines() if "event" not in x]
+    assert steps == [1, 2, 3, 4]  # no row twice, none cut short
+
+
+def test_a_resume_writes_no_log_row_twice(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FLAGS, "--steps", "3", "--out", run)[0] == 0
+    (run / "checkpoints" / "step_0000003.safetensors").unlink()  # killed after logging step 3, before its checkpoint
+    assert run_cli(capsys, "train", "--resume", "--out", run, "--steps", "4", "--no-progress")[0] == 0
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if "event" not in x]
+    assert steps == [1, 2, 3, 4]
