@@ -61,3 +61,17 @@ def test_a_resume_writes_no_log_row_twice(tmp_path, capsys):
     assert run_cli(capsys, "train", "--resume", "--out", run, "--steps", "4", "--no-progress")[0] == 0
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if "event" not in x]
     assert steps == [1, 2, 3, 4]
+
+
+def test_a_second_training_process_on_the_same_run_is_refused(tmp_path, capsys):
+    from genlab.run import RunDir
+
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FLAGS, "--steps", "2", "--out", run)[0] == 0
+    assert not (run / ".lock").exists()  # released with the process's training
+    with RunDir(run).lock():  # another process training it (flock: another open file, the same conflict)
+        code, _, err = run_cli(capsys, "train", "--resume", "--out", run, "--steps", "4", "--no-progress")
+        assert_one_sentence_error(code, err, "being written by another genlab process", "--out")
+    assert not (run / "checkpoints" / "step_0000004.safetensors").exists()
+    code, _, err = run_cli(capsys, "train", *FLAGS, "--data", "mnist", "--data-dir", tmp_path / "none", "--out", tmp_path / "new")
+    assert code == 2 and not (tmp_path / "new").exists()  # a start that fails inside the lock leaves no directory

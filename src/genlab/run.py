@@ -13,7 +13,9 @@ turns an older record into the current form, so readers never guess at old field
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ class RunDir:
     CHECKPOINTS = "checkpoints"
     SAMPLES = "samples"
     METRICS = "metrics.jsonl"
+    LOCK = ".lock"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -162,6 +165,46 @@ class RunDir:
 
     def evaluations(self) -> list[dict]:
         return [r for r in self.records() if r.get("event") == "eval"]
+
+    # ----- one writer at a time ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, enabled: bool = True):
+        """Hold ``.lock`` in the run directory (an advisory ``flock``) while training writes to it.
+
+        A second process asking for it gets a RunError at once, naming the holder's pid; the lock
+        goes with the process, so a killed run leaves nothing to clean (an unlocked ``.lock`` is
+        harmless), and a directory this call created is removed again if nothing was written to it. Where ``fcntl`` does not
+        exist (Windows), or with ``enabled`` false (the other processes of a launch), it is a no-op.
+        """
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None  # type: ignore[assignment]
+        if not enabled or fcntl is None:
+            yield
+            return
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / self.LOCK
+        with open(lock_path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown"
+                raise RunError(f"{self.path} is being written by another genlab process (pid {holder}); wait for it to "
+                               f"finish or stop it, or choose another --out.") from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield
+            finally:
+                lock_path.unlink(missing_ok=True)  # still held: no other process can be inside
+                fcntl.flock(f, fcntl.LOCK_UN)
+                if created and not any(self.path.iterdir()):  # a run that failed before writing anything
+                    self.path.rmdir()
 
     # ----- what a stopped process leaves -------------------------------------------------------
     def clean_partial_writes(self) -> list[Path]:

@@ -120,10 +120,22 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     (default: print them, settings named as ``section.field``; only the first of several processes speaks).
     """
     say = say or (lambda text: print(render(text)))
+    run = RunDir(run_dir)
+    with run.lock(enabled=_first_process()):  # a second genlab train on this directory refuses, never interleaves
+        return _train(cfg, run, resume, progress, say, evaluate)
+
+
+def _first_process() -> bool:
+    """Whether this is the first (or only) process of a launch: the one that holds the run's lock."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _train(cfg: RunConfig, run: RunDir, resume: bool, progress: bool, say: Callable[[str], None], evaluate: bool) -> dict:
     from genlab.training.trainer import Trainer, count_parameters
     from genlab.viz import save_samples
 
-    run = RunDir(run_dir)
     if not resume and run.exists():
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out.")
     found = run.checkpoints() if resume else []
