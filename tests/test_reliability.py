@@ -75,3 +75,78 @@ def test_a_second_training_process_on_the_same_run_is_refused(tmp_path, capsys):
     assert not (run / "checkpoints" / "step_0000004.safetensors").exists()
     code, _, err = run_cli(capsys, "train", *FLAGS, "--data", "mnist", "--data-dir", tmp_path / "none", "--out", tmp_path / "new")
     assert code == 2 and not (tmp_path / "new").exists()  # a start that fails inside the lock leaves no directory
+
+
+def same_tensors(a, b):
+    return a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_a_time_budget_stops_cleanly_and_the_resumed_run_ends_bit_identical(tmp_path, capsys):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert run_cli(capsys, "train", *FLAGS, "--steps", "5", "--out", whole)[0] == 0
+    code, out, _ = run_cli(capsys, "train", *FLAGS, "--steps", "5", "--max-minutes", "1e-6", "--out", cut)
+    assert code == 0 and "stopped by time budget at step 1 of 5" in out and "genlab train --resume --out" in out
+    assert (cut / "checkpoints" / "step_0000001.safetensors").exists() and not (cut / "samples").exists()
+    code, out, _ = run_cli(capsys, "train", "--resume", "--out", cut, "--max-minutes", "0", "--no-progress")
+    assert code == 0 and "trained to step 5" in out
+    assert same_tensors(final_tensors(whole, 5), final_tensors(cut, 5))
+
+
+def _train_process(run, *extra):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "genlab", "train", *FLAGS, "--out", str(run), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_rows(run, n, proc, timeout=60.0):
+    import time
+
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None:
+        log = run / "metrics.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.02)
+
+
+def test_sigterm_checkpoints_and_sigkill_at_any_moment_resumes_bit_identical(tmp_path, capsys):
+    """Kills at several moments, one during a checkpoint write (every step is checkpointed here), then --resume."""
+    import random
+    import signal
+    import time
+
+    steps = 12
+    whole = tmp_path / "whole"
+    assert run_cli(capsys, "train", *FLAGS, "--steps", str(steps), "--checkpoint-every", "1", "--out", whole)[0] == 0
+    want = final_tensors(whole, steps)
+    run = tmp_path / "run"
+    proc = _train_process(run, "--steps", str(steps), "--checkpoint-every", "1")
+    _wait_for_rows(run, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "stopped by SIGTERM" in out
+    from genlab.run import RunDir
+
+    rng = random.Random(0)
+    for _ in range(3):  # SIGKILL: no handler runs; whatever was mid-write stays half-written
+        before = RunDir(run).checkpoints()[-1][0]
+        proc = _train_process(run, "--resume", "--steps", str(steps), "--checkpoint-every", "1")
+        t0 = time.time()  # wait until it trains (a new checkpoint), then kill at a random moment after
+        while proc.poll() is None and RunDir(run).checkpoints()[-1][0] <= before and time.time() - t0 < 60:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.2))
+        proc.kill()
+        proc.wait(timeout=30)
+        assert RunDir(run).checkpoints()[-1][0] < steps, "the run finished before the kill; it tests nothing"
+        for _, path in RunDir(run).checkpoints():  # a checkpoint that is there is whole: it loads
+            load_file(str(path))
+    assert run_cli(capsys, "train", "--resume", "--out", run, "--steps", str(steps), "--checkpoint-every", "1",
+                   "--no-progress")[0] == 0
+    assert same_tensors(want, final_tensors(run, steps))
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    rows = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if "event" not in x]
+    assert rows == list(range(1, steps + 1))

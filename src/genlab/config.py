@@ -143,6 +143,11 @@ class TrainConfig:
     log_every: int = _opt(50, "--log-every", "steps between lines of metrics.jsonl")
     sample_every: int = _opt(1000, "--sample-every", "steps between sample grids (0: only at the end)")
     checkpoint_every: int = _opt(500, "--checkpoint-every", "steps between checkpoints (one is always written at the end)")
+    checkpoint_minutes: float = _opt(1.0, "--checkpoint-minutes",
+                                     "also checkpoint when this many minutes passed since the last one, so a kill loses at most "
+                                     "about that much work (0: by steps only)")
+    max_minutes: float | None = _opt(None, "--max-minutes",
+                                     "stop cleanly after M minutes of training, checkpoint written (--resume continues; 0: no limit)")
     keep_checkpoints: int = _opt(2, "--keep-checkpoints", "how many recent checkpoints to keep")
     grid_sampler: str = _opt("ddim", "--grid-sampler", "sampler for the sample grids: ancestral or ddim")
     grid_steps: int = _opt(100, "--grid-steps", "sampling steps for the sample grids")
@@ -346,6 +351,8 @@ def validate(cfg: RunConfig) -> None:
         (t.batch_size >= 1, f"{{train.batch_size}} must be at least 1, not {t.batch_size}."),
         (t.lr > 0, f"{{train.lr}} must be positive, not {t.lr}."),
         (t.mixed_precision in ("auto", "no", "bf16", "fp16"), f"{{train.mixed_precision}} must be auto, no, bf16 or fp16, not {t.mixed_precision!r}."),
+        (t.checkpoint_minutes >= 0, f"{{train.checkpoint_minutes}} must be at least 0, not {t.checkpoint_minutes:g}."),
+        (t.max_minutes is None or t.max_minutes >= 0, f"{{train.max_minutes}} must be at least 0, not {t.max_minutes}."),
         (t.grid_sampler in SAMPLERS, f"unknown {{train.grid_sampler}} {t.grid_sampler!r}; choose one of {', '.join(SAMPLERS)}."),
         (0 <= t.ema_decay < 1, f"{{train.ema_decay}} must lie in [0, 1), not {t.ema_decay}."),
         (len(m.channels) >= 1 and all(c > 0 for c in m.channels), f"{{model.channels}} needs at least one positive width, not {m.channels}."),

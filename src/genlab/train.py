@@ -175,6 +175,11 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, progress: bool, say: Calla
         summary = trainer.fit()
         if not trainer.is_main:
             return {**summary, "evaluations": []}  # the first process alone reports and evaluates
+        if summary["stopped"]:
+            say(f"genlab: stopped by {summary['stopped']} at step {summary['steps']} of {cfg.train.steps} after "
+                f"{fmt_seconds(summary['seconds'])}; checkpoint {summary['checkpoint']}; continue with: "
+                f"genlab train --resume --out {run.path}")
+            return {**summary, "evaluations": []}
         say(f"genlab: trained to step {summary['steps']} in {fmt_seconds(summary['seconds'])}; "
             f"checkpoint {summary['checkpoint']}")
         if summary["grid"]:

@@ -84,5 +84,6 @@ def run(args) -> int:
     from genlab.config import FLAGS
     from genlab.errors import render
 
-    train(cfg, run_dir, resume=args.resume, progress=not args.no_progress, say=lambda text: print(render(text, FLAGS)))
-    return 0
+    summary = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress, say=lambda text: print(render(text, FLAGS)))
+    signals = {"SIGINT": 130, "SIGTERM": 143}  # the shell's 128 + signal number; a time budget is a success
+    return signals.get(summary.get("stopped") or "", 0)

@@ -39,7 +39,10 @@ all processes), sample grids and the progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -266,7 +269,15 @@ class Trainer:
         return dict(zip(values, self.accelerator.reduce(x, "mean").tolist(), strict=True))
 
     def fit(self) -> dict:
-        """Train until ``cfg.train.steps``; returns a summary (steps, seconds, final loss, last grid)."""
+        """Train until ``cfg.train.steps``; returns a summary (steps, seconds, checkpoint, last grid, ``stopped``).
+
+        ``stopped`` is None, or why training ended early with a checkpoint of the step it reached:
+        ``"time budget"`` (``train.max_minutes``), ``"SIGINT"`` or ``"SIGTERM"``.
+        """
+        with _stop_requests() as requested:
+            return self._fit(requested)
+
+    def _fit(self, requested: list[str | None]) -> dict:
         tc = self.tc
         acc = self.accelerator
         acc.wait_for_everyone()  # every process has checked the run directory before the first writes to it
@@ -279,9 +290,10 @@ class Trainer:
         t_start = t_log = time.perf_counter()
         window: dict[str, float] = {}
         window_n = 0
-        last_grid = None
         own_step = self.unwrapped.custom_step
         self.model.train()
+        t_ckpt = t_start
+        stopped = None
         while self.step < tc.steps:
             idx = batch_indices(len(self.data), tc.batch_size, tc.seed, self.step)[self.rows]
             batch = self.data[idx].to(device, non_blocking=True)
@@ -321,14 +333,61 @@ class Trainer:
             if self.monitor_every and self.step % self.monitor_every == 0 and self.step < tc.steps:
                 self.run_monitor()
                 t_log = time.perf_counter()
+            now = time.perf_counter()
+            if tc.checkpoint_minutes and now - t_ckpt >= 60 * tc.checkpoint_minutes and self.step < tc.steps and self.is_main:
+                self.save()  # by the clock too: a kill loses at most about checkpoint_minutes of work
+                t_ckpt = time.perf_counter()
+            budget = bool(tc.max_minutes) and now - t_start >= 60 * (tc.max_minutes or 0)
+            stopped = self._agree_to_stop(requested[0] or ("time budget" if budget else None))
+            if stopped and self.step < tc.steps:
+                break
+            stopped = None
         bar.close()
         train_seconds = time.perf_counter() - t_start
         ckpt = self.save() if self.is_main else self.checkpoint_path(self.step)
         acc.wait_for_everyone()  # no process finishes before the last checkpoint exists
-        last_grid = self.write_samples(f"step_{self.step:07d}")
+        summary = {"steps": self.step, "trained_steps": self.step - start_step, "seconds": train_seconds,
+                   "checkpoint": ckpt, "grid": None, "stopped": stopped}
+        if stopped:  # not finished: no final grid or monitor, --resume continues from ckpt
+            return summary
+        summary["grid"] = self.write_samples(f"step_{self.step:07d}")
         self.run_monitor()
-        return {"steps": self.step, "trained_steps": self.step - start_step, "seconds": train_seconds,
-                "checkpoint": ckpt, "grid": last_grid}
+        return summary
+
+    def _agree_to_stop(self, reason: str | None) -> str | None:
+        """``reason`` to stop, the same in every process (any process's reason stops all of them at this step)."""
+        if self.accelerator.num_processes == 1:
+            return reason
+        codes = {None: 0, "time budget": 1, "SIGINT": 2, "SIGTERM": 3}
+        flag = torch.tensor([float(codes.get(reason, 1))], device=self.accelerator.device)
+        top = int(self.accelerator.gather(flag).max().item())
+        return {v: k for k, v in codes.items()}.get(top)
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """While training: SIGINT and SIGTERM set ``requested[0]`` (the loop then checkpoints and stops) instead of
+    killing the process mid-step; a second signal of the same kind acts as usual. Main thread only."""
+    requested: list[str | None] = [None]
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {}
+
+    def handler(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if requested[0] == name:  # asked twice: stop now
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+        requested[0] = name
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _accelerator(mixed_precision: str):
