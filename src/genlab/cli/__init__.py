@@ -13,12 +13,12 @@ import sys
 
 from genlab import __version__
 from genlab.cli import eval as eval_cmd
-from genlab.cli import features, hopfield, inpaint, report, sample, train, upscale
+from genlab.cli import features, figures, hopfield, inpaint, report, sample, train, upscale
 from genlab.config import FLAGS
 from genlab.errors import GenlabError
 
 COMMANDS = {"train": train, "sample": sample, "eval": eval_cmd, "report": report, "features": features,
-            "inpaint": inpaint, "upscale": upscale, "hopfield": hopfield}
+            "inpaint": inpaint, "upscale": upscale, "hopfield": hopfield, "figures": figures}
 
 
 def _torch_version() -> str:
