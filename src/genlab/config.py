@@ -78,6 +78,23 @@ class GANConfig:
 
 
 @dataclass(frozen=True)
+class CycleGANConfig:
+    """Unpaired image-to-image translation (``genlab train cyclegan``): --data is domain A, --data-b domain B."""
+
+    data_b: str = _opt("digits", "--data-b", "domain B: any image dataset of --data (digits, mnist, fashion-mnist, cifar10, folder, ...); "
+                       "domain A (--data) is resized to its size and channels")
+    data_b_root: str | None = _opt(None, "--data-b-dir", "folder holding domain B's files (as --data-dir for --data)")
+    loss: str = _opt("lsgan", "--cyclegan-loss", "adversarial loss: lsgan (least squares, as in the CycleGAN paper) or ns (non-saturating)")
+    cycle_weight: float = _opt(10.0, "--cycle-weight", "lambda of the cycle-consistency losses |F(G(x)) - x|_1 + |G(F(y)) - y|_1")
+    identity_weight: float = _opt(0.0, "--identity-weight", "identity loss |G(y) - y|_1 + |F(x) - x|_1 with weight this times lambda (the paper's 0.5; 0: off)")
+    pool_size: int = _opt(50, "--pool-size", "generated images kept in each history buffer for the discriminators (0: none)")
+    res_blocks: int = _opt(6, "--cyclegan-blocks", "residual blocks at the bottom of each generator (the paper: 6 for 128x128, 9 for 256x256)")
+    # Filled in from domain A when training starts (data.shape and data.levels are then domain B's, the common size):
+    source_shape: tuple[int, ...] = _opt((), None, "domain A's example shape (C, H, W) before resizing")
+    source_levels: int = _opt(0, None, "domain A's grey levels")
+
+
+@dataclass(frozen=True)
 class EnergyConfig:
     """Restricted Boltzmann machines (``genlab train rbm``) and deep belief nets (``genlab train dbn``), on binarised images."""
 
@@ -168,6 +185,7 @@ class RunConfig:
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     text: TextConfig = field(default_factory=TextConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -178,7 +196,7 @@ class RunConfig:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
             "vae": VAEConfig, "gan": GANConfig, "energy": EnergyConfig, "text": TextConfig,
-            "latent": LatentConfig}
+            "latent": LatentConfig, "cyclegan": CycleGANConfig}
 
 # What ``genlab train FAMILY`` trains: the registered families (genlab.family), none of them imported here
 FAMILIES = family_names()
@@ -395,6 +413,15 @@ def validate(cfg: RunConfig) -> None:
         (0 <= cfg.latent.caption_drop < 1, f"{{latent.caption_drop}} must lie in [0, 1), not {cfg.latent.caption_drop}."),
         (cfg.text.width % cfg.text.heads == 0,
          f"{{text.heads}} {cfg.text.heads} must divide {{text.width}} {cfg.text.width}; pick a width that is a multiple of it."),
+    ]
+    c = cfg.cyclegan
+    checks += [
+        (c.loss in ("lsgan", "ns"), f"unknown {{cyclegan.loss}} {c.loss!r}; choose lsgan or ns."),
+        (c.data_b != "toy2d", "{{cyclegan.data_b}} must be an image dataset, and toy2d is points; choose digits, mnist, cifar10, folder, ..."),
+        (c.cycle_weight >= 0, f"{{cyclegan.cycle_weight}} must be at least 0, not {c.cycle_weight}."),
+        (c.identity_weight >= 0, f"{{cyclegan.identity_weight}} must be at least 0, not {c.identity_weight}."),
+        (c.pool_size >= 0, f"{{cyclegan.pool_size}} must be at least 0, not {c.pool_size}."),
+        (c.res_blocks >= 0, f"{{cyclegan.res_blocks}} must be at least 0, not {c.res_blocks}."),
     ]
     for ok, message in checks:
         if not ok:

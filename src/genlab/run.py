@@ -183,7 +183,7 @@ class RunDir:
         if not enabled or fcntl is None:
             yield
             return
-        created = not self.path.exists()
+        created = [d for d in (self.path, *self.path.parents) if not d.exists()]  # leaf first
         self.path.mkdir(parents=True, exist_ok=True)
         lock_path = self.path / self.LOCK
         with open(lock_path, "a+") as f:
@@ -203,8 +203,10 @@ class RunDir:
             finally:
                 lock_path.unlink(missing_ok=True)  # still held: no other process can be inside
                 fcntl.flock(f, fcntl.LOCK_UN)
-                if created and not any(self.path.iterdir()):  # a run that failed before writing anything
-                    self.path.rmdir()
+                for d in created:  # a run that failed before writing anything leaves no directory
+                    if any(d.iterdir()):
+                        break
+                    d.rmdir()
 
     # ----- what a stopped process leaves -------------------------------------------------------
     def clean_partial_writes(self) -> list[Path]:

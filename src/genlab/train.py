@@ -38,7 +38,7 @@ from genlab.progress import fmt_seconds
 from genlab.run import RunDir, build_family
 
 # what a resumed run may change: its training settings (e.g. the step count) and where its data lives
-RESUMABLE: dict[str, set[str] | None] = {"train": None, "data": {"root"}}
+RESUMABLE: dict[str, set[str] | None] = {"train": None, "data": {"root"}, "cyclegan": {"data_b_root"}}
 
 
 def examples(ds) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""``genlab sample RUN``: draw images from a run's EMA weights (or reconstruct, or interpolate)."""
+"""``genlab sample RUN``: draw images from a run's EMA weights (or reconstruct, interpolate, or translate)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from genlab.cli._sampling import (
     require_sampler,
     sampler_help,
 )
+from genlab.cli._translate import add_flags as add_translate_flags
+from genlab.cli._translate import translate
 from genlab.errors import ConfigError
 
 
@@ -48,6 +50,7 @@ def add_parser(sub) -> None:
     s.add_argument("--classifier", type=Path, default=None, metavar="RUN",
                    help="guide with this noise-conditional classifier run (genlab train classifier), same data and schedule")
     s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    add_translate_flags(s)
     add_run_flags(s)
 
 
@@ -60,6 +63,8 @@ def run(args) -> int:
         raise ConfigError("--n and --batch-size must be at least 1.")
     known_sampler(args)
     cfg, family, _, step = load(args)
+    if args.translate is not None:  # a translating run's round trips (genlab.cli._translate)
+        return translate(args, cfg, family, step)
     require_sampler(family, cfg, args.run)
     check_sampling_args(args, cfg, family, default_sampler="ancestral")
     if args.compile:
