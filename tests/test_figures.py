@@ -90,7 +90,7 @@ def test_bayes_reverse_conditional_normalises_and_is_the_gaussian_posterior_for_
 
 
 def test_forward_and_kernel_figures_follow_their_closed_forms(drawn):
-    fwd = numbers(drawn, "forward-1d")
+    fwd = numbers(drawn, "marginals")
     ab = alpha_bar_paper()
     z, dens, cols = np.array(fwd["z"]), np.array(fwd["density"]), fwd["t"]
     assert cols[0] == 0 and cols[-1] == 1000 and np.allclose(fwd["alpha_bar"], ab[cols], rtol=1e-5)
@@ -135,7 +135,7 @@ def test_radial_power_of_white_noise_is_flat_at_its_variance():
 
 
 def test_spectrum_of_noised_images_matches_its_closed_form(drawn):
-    spec = numbers(drawn, "spectrum")
+    spec = numbers(drawn, "frequency")
     assert spec["data"] == "digits" and spec["shape"] == [1, 8, 8]
     clean = np.array(spec["clean"])
     for schedule in ("linear", "cosine"):
@@ -248,7 +248,7 @@ def test_command_writes_png_and_json(drawn, name):
                                        (["trilemma", "--runs", "{tmp}"], "--runs"), (["kernel", "--steps", "5"], "--steps"),
                                        (["mode-collapse", "--steps", "0"], "--steps"),
                                        (["kernel", "--schedule", "cubic"], "--schedule"),
-                                       (["forward-1d", "--timesteps", "10"], "--timesteps")])
+                                       (["marginals", "--timesteps", "10"], "--timesteps")])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, says):
     out = tmp_path / "out"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]

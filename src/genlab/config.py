@@ -83,7 +83,7 @@ class CycleGANConfig:
 
     data_b: str = _opt("digits", "--data-b", "domain B: any image dataset of --data (digits, mnist, fashion-mnist, cifar10, folder, ...); "
                        "domain A (--data) is resized to its size and channels")
-    data_b_root: str | None = _opt(None, "--data-b-dir", "folder holding domain B's files (as --data-dir for --data)")
+    data_b_root: str | None = _opt(None, "--data-b-dir", "folder holding domain B's files (as --data-dir for --data; default: --data-dir)")
     loss: str = _opt("lsgan", "--cyclegan-loss", "adversarial loss: lsgan (least squares, as in the CycleGAN paper) or ns (non-saturating)")
     cycle_weight: float = _opt(10.0, "--cycle-weight", "lambda of the cycle-consistency losses |F(G(x)) - x|_1 + |G(F(y)) - y|_1")
     identity_weight: float = _opt(0.0, "--identity-weight", "identity loss |G(y) - y|_1 + |F(x) - x|_1 with weight this times lambda (the paper's 0.5; 0: off)")

@@ -41,7 +41,7 @@ def read_source(spec: str, cfg, family, direction: str, n: int):
     channels = int(domain["channels"])
     if spec in DATASETS:
         c = getattr(cfg, "cyclegan", None)
-        root = cfg.data.root if spec == cfg.data.name else (c.data_b_root if c is not None and spec == c.data_b else None)
+        root = cfg.data.root if spec == cfg.data.name else ((c.data_b_root or cfg.data.root) if c is not None and spec == c.data_b else None)
         ds = load_dataset(spec, "test", root=root)
         if not hasattr(ds, "images"):
             raise ConfigError(f"--translate {spec} holds points, not images; pass an image dataset or a folder of images.")

@@ -8,7 +8,7 @@ from pathlib import Path
 from genlab.errors import ConfigError
 
 # genlab.figures.FIGURES's names, here so that building the parser imports no torch (a test keeps them equal)
-NAMES = ("forward-1d", "kernel", "posterior", "spectrum", "weighting", "mode-collapse", "hopfield", "trilemma")
+NAMES = ("marginals", "kernel", "posterior", "frequency", "weighting", "mode-collapse", "hopfield", "trilemma")
 # flag -> the keyword of the figure functions that take it
 OPTIONS = {"--data-dir": "data_dir", "--runs": "runs", "--steps": "steps", "--seed": "seed", "--schedule": "schedule",
            "--timesteps": "timesteps"}
@@ -21,11 +21,11 @@ def add_parser(sub) -> None:
     f.add_argument("names", nargs="+", metavar="NAME", help="figures to draw, or all")
     f.add_argument("--out", type=Path, default=Path("figures"), help="folder to write into (default figures)")
     f.add_argument("--data-dir", default=None,
-                   help="spectrum: folder holding MNIST's files (default: scikit-learn's 8x8 digits, no files needed)")
+                   help="frequency: folder holding MNIST's files (default: scikit-learn's 8x8 digits, no files needed)")
     f.add_argument("--runs", nargs="+", type=Path, default=None, help="trilemma: run directories to compare")
     f.add_argument("--steps", type=int, default=None, help="mode-collapse: training steps per GAN loss (default 1000)")
     f.add_argument("--seed", type=int, default=None, help="seed of the random parts: sample paths, noise, GANs (default 0)")
-    f.add_argument("--schedule", default=None, help="forward-1d, kernel, posterior: beta schedule (default linear)")
+    f.add_argument("--schedule", default=None, help="marginals, kernel, posterior: beta schedule (default linear)")
     f.add_argument("--timesteps", type=int, default=None, help="number of diffusion steps T (default 1000)")
 
 

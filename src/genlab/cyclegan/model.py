@@ -46,6 +46,14 @@ def load_examples(name: str, split: str, root: str | None, options: dict | None 
     return ds.points if hasattr(ds, "points") else ds.images
 
 
+def root_b(cfg: RunConfig) -> str | None:
+    """Where domain B's files are: ``cyclegan.data_b_root`` (--data-b-dir), else ``data.root`` (--data-dir).
+
+    One --data-dir serves both when only one domain has files (``--data digits --data-b mnist
+    --data-dir MNIST``: the 8x8 digits come with scikit-learn)."""
+    return cfg.cyclegan.data_b_root or cfg.data.root
+
+
 @register_family("cyclegan")
 class CycleGAN(nn.Module):
     """Two translators and two PatchGAN discriminators over a common space ``shape`` (B's (C, H, W), or (D,) for points).
@@ -88,7 +96,7 @@ class CycleGAN(nn.Module):
         """``cfg`` (its data described from domain A) with the common space: data.shape and data.levels
         become domain B's, A's own go to cyclegan.source_shape and source_levels."""
         c = cfg.cyclegan
-        ds = load_dataset(c.data_b, "train", root=c.data_b_root)
+        ds = load_dataset(c.data_b, "train", root=root_b(cfg))
         images = check_domain_b(c.data_b, ds, cfg.train.batch_size)
         data = dataclasses.replace(cfg.data, shape=tuple(images.shape[1:]), levels=ds.info.levels)
         section = dataclasses.replace(c, source_shape=tuple(cfg.data.shape), source_levels=cfg.data.levels)
@@ -103,7 +111,7 @@ class CycleGAN(nn.Module):
         if not shape:
             raise ConfigError("the config does not record the data shape; fill cfg.data.shape from the dataset.")
         G, F, D_A, D_B = build_nets(shape, m.channels, c.res_blocks, m.hidden, m.depth)
-        sources = {"a": (d.name, d.root, {"variant": d.variant} if d.variant else {}), "b": (c.data_b, c.data_b_root, {})}
+        sources = {"a": (d.name, d.root, {"variant": d.variant} if d.variant else {}), "b": (c.data_b, root_b(cfg), {})}
         return cls(G, F, D_A, D_B, shape, d.levels, c.source_shape or shape, c.source_levels or d.levels,
                    loss=c.loss, cycle_weight=c.cycle_weight, identity_weight=c.identity_weight, pool_size=c.pool_size,
                    lr=cfg.train.lr, betas=(0.5, 0.999), batch_size=cfg.train.batch_size, seed=cfg.train.seed,

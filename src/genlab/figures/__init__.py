@@ -7,10 +7,10 @@ its own (see its docstring); :func:`headline` says its key numbers in one line.
 
 | name            | what it shows                                                          | module |
 |-----------------|------------------------------------------------------------------------|--------|
-| ``forward-1d``  | marginals q(z_t) of 1-D mixture data over t, with forward paths         | diffusion1d |
+| ``marginals``   | marginals q(z_t) of 1-D mixture data over t, with forward paths         | diffusion1d |
 | ``kernel``      | the diffusion kernel q(z_t \\| x) for several x and t                  | diffusion1d |
 | ``posterior``   | true q(z_s \\| z_t) (Bayes on a grid) against Gaussian posteriors       | diffusion1d |
-| ``spectrum``    | power spectrum of noised images against its closed form                | noising |
+| ``frequency``   | power spectrum of noised images against its closed form                | noising |
 | ``weighting``   | L_simple, P2 and min-SNR weights against log SNR                       | noising |
 | ``mode-collapse`` | modes of the 8 Gaussians covered by three GAN losses                 | families |
 | ``hopfield``    | Hopfield recall step by step, with its energy                          | families |
@@ -25,7 +25,7 @@ from genlab.figures.diffusion1d import forward_1d, kernel, posterior
 from genlab.figures.families import hopfield, mode_collapse, trilemma
 from genlab.figures.noising import spectrum, weighting
 
-FIGURES: dict[str, Callable[..., dict]] = {"forward-1d": forward_1d, "kernel": kernel, "posterior": posterior, "spectrum": spectrum,
+FIGURES: dict[str, Callable[..., dict]] = {"marginals": forward_1d, "kernel": kernel, "posterior": posterior, "frequency": spectrum,
                                            "weighting": weighting, "mode-collapse": mode_collapse, "hopfield": hopfield, "trilemma": trilemma}
 
 
@@ -36,7 +36,7 @@ def _fmt(v) -> str:
 def headline(numbers: dict) -> str:
     """A figure's key numbers in one line, from what its function returned."""
     name = numbers["figure"]
-    if name == "forward-1d":
+    if name == "marginals":
         return "modes of q(z_t): " + ", ".join(f"t={r['t']}: {r['modes']}" for r in numbers["summary"])
     if name == "kernel":
         return "TV between the kernels of the extreme x: " + ", ".join(
@@ -45,7 +45,7 @@ def headline(numbers: dict) -> str:
         return "KL(true || best Gaussian): " + ", ".join(
             f"(s={c['s']}, t={c['t']}, z_t={c['z_t']:g}) {c['kl_nats']:.2g} nats, {c['modes']} mode(s)"
             for c in numbers["cases"])
-    if name == "spectrum":
+    if name == "frequency":
         return "; ".join(f"{s}: first drowned at t = {r['drowned_at'][1:]} (lowest to highest frequency), "
                          f"measured within {100 * r['max_rel_error']:.1f}% of the closed form"
                          for s, r in numbers["schedules"].items())
@@ -65,5 +65,5 @@ def headline(numbers: dict) -> str:
     return ""
 
 
-__all__ = ["FIGURES", "forward_1d", "headline", "hopfield", "kernel", "mode_collapse", "posterior", "spectrum",
+__all__ = ["FIGURES", "forward_1d", "headline", "hopfield", "kernel", "mode_collapse", "posterior", "frequency",
            "trilemma", "weighting"]

@@ -123,10 +123,10 @@ def _check_steps(ts, T: int, what: str) -> list[int]:
     return ts
 
 
-# ----- forward-1d -----------------------------------------------------------------------------
+# ----- marginals -----------------------------------------------------------------------------
 def forward_1d(out_dir: str | Path, *, schedule: str = "linear", timesteps: int = 1000, paths: int = 6, seed: int = 0,
                data: Mixture1D = DATA) -> dict:
-    """Heat map of the marginals q(z_t) over t with forward sample paths on top; writes forward-1d.png/.json.
+    """Heat map of the marginals q(z_t) over t with forward sample paths on top; writes marginals.png/.json.
 
     Numbers: ``t`` (paper steps of the columns), ``z`` (grid), ``density`` [len(z)][len(t)]
     (q(z_t) per unit z, closed form), ``paths`` [paths][T + 1] (forward chains from data
@@ -164,7 +164,7 @@ def forward_1d(out_dir: str | Path, *, schedule: str = "linear", timesteps: int 
     fig.tight_layout()
     numbers = {"schedule": schedule, "timesteps": T, "data": dataclasses.asdict(data), "t": cols, "alpha_bar": ab[cols], "z": z,
                "density": density, "paths": chains, "summary": summary}
-    return save(fig, numbers, out_dir, "forward-1d")
+    return save(fig, numbers, out_dir, "marginals")
 
 
 # ----- kernel ---------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def load_images(data_dir: str | Path | None, n: int, seed: int) -> tuple[str, np
 
 def spectrum(out_dir: str | Path, *, data_dir: str | Path | None = None, timesteps: int = 1000, images: int = 512,
              seed: int = 0, ts: tuple[int, ...] | None = None) -> dict:
-    """Power spectrum of x_t over t, measured against its closed form, linear and cosine schedules; spectrum.png/.json.
+    """Power spectrum of x_t over t, measured against its closed form, linear and cosine schedules; frequency.png/.json.
 
     x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (genlab's ``q_sample``, one noise
     draw per image). The noise is white and independent of x_0, so the cross term averages
@@ -124,7 +124,7 @@ def spectrum(out_dir: str | Path, *, data_dir: str | Path | None = None, timeste
     fig.suptitle(f"Power spectrum of x_t, {len(x0)} {name} training images {x0.shape[2]}x{x0.shape[3]}, T = {timesteps}",
                  fontsize=9)
     fig.tight_layout()
-    return save(fig, result, out_dir, "spectrum")
+    return save(fig, result, out_dir, "frequency")
 
 
 def _plain_ticks(ax) -> None:
