@@ -272,7 +272,7 @@ def test_samples_do_not_depend_on_batch_size_and_use_running_statistics(tmp_path
     x = family.sample(10, seed=4)
     assert torch.equal(x, family.sample(10, seed=4, batch_size=4))
     assert not torch.equal(x, family.sample(10, seed=5))
-    assert x.float().std() > 1  # eval mode with the running statistics draws images, not a constant
+    assert x.float().std() > 0.5  # eval mode with the running statistics draws images, not a constant (std 0)
     assert family.training and family.net.training  # sample() ran G in eval mode and put it back
     rows = []  # one evaluation of G per sample (what genlab sample's forward hook on family.net counts)
     handle = family.net.register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))

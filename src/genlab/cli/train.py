@@ -14,17 +14,14 @@ from genlab.family import family_names
 
 
 def add_parser(sub) -> None:
+    names = family_names()
     t = sub.add_parser("train", help="train a DDPM or a baseline family (default: a DDPM on the bundled 8x8 digits, "
                                      "about 2 minutes on 2 CPU cores)",
                        description="Train a model of one family and write a self-describing run directory: a denoising "
-                                   "diffusion model (ddpm), a noise-conditional classifier for classifier guidance, or "
-                                   "one of the families diffusion is measured against (ae, vae, gan, rbm, dbn).")
-    t.add_argument("family", nargs="?", choices=family_names(), default=None,
-                   help="what to train: ddpm (default); classifier, a noise-conditional classifier p(y | x_t, t) on "
-                        "the same noise schedule, for genlab sample --classifier; ae (autoencoder; --ae-noise for a "
-                        "denoising one); vae (--beta for a beta-VAE); gan (DCGAN; --gan-loss ns, minimax or wgan-gp, "
-                        "--class-conditional); rbm (restricted Boltzmann machine, CD-k or --persistent); dbn (deep "
-                        "belief net, greedy RBMs)")
+                                   "diffusion model (ddpm, the default) or any other registered family "
+                                   f"({', '.join(n for n in names if n != 'ddpm')}; genlab.family, README 'Contributing').")
+    t.add_argument("family", nargs="?", choices=names, default=None,
+                   help="what to train (default ddpm); each family's settings are its config section's flags below")
     t.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<data>-<date>-<time>)")
     t.add_argument("--config", type=Path, default=None, help="JSON or TOML file of settings (same sections as config.json); flags override it")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint (same step, same data order)")
