@@ -324,3 +324,55 @@ def test_resume_from_the_command_line_keeps_domain_b(cyclegan_run, tmp_path, cap
     assert cfg.cyclegan.data_b == "digits" and cfg.cyclegan.pool_size == 50 and cfg.cyclegan.cycle_weight == 10
     code, _, err = run_cli(capsys, "train", "cyclegan", "--resume", "--out", cyclegan_run, "--data-b", "mnist")
     assert_one_sentence_error(code, err, "--data-b", "cannot change")
+
+
+def test_the_translation_measure_of_the_identity_map_is_the_identity_rows(digits):
+    """G = F = id between the digits and themselves: each direction's model row equals its identity row."""
+    from genlab.cyclegan.metrics import measure_translation
+
+    family = CycleGAN(nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity(), (1, 8, 8), 17,
+                      sources={"a": ("digits", None, {}), "b": ("digits", None, {"classes": "3,5"})})
+    r = measure_translation(family, n=60)  # the test split holds 87 threes and fives
+    assert r["a2b_n"] == 60 and r["b2a_n"] == 60 and r["a2b_cycle_error"] == 0 == r["b2a_cycle_error"]
+    for d in ("a2b", "b2a"):
+        assert r[f"{d}_fid"] == pytest.approx(r[f"{d}_fid_identity"])
+    assert "a2b_class_kept" not in r and "a2b_class_reached" not in r  # classes overlap but differ: neither measure
+    same = CycleGAN(nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity(), (1, 8, 8), 17,
+                    sources={"a": ("digits", None, {}), "b": ("digits", None, {})})
+    r_same = measure_translation(same, n=60)
+    assert r_same["a2b_fid"] < r["a2b_fid"] / 3  # B only 3s and 5s: all digits are far from it
+    for d in ("a2b", "b2a"):
+        assert r_same[f"{d}_class_kept"] == r_same[f"{d}_class_kept_identity"] > 0.9
+    apart = CycleGAN(nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity(), (1, 8, 8), 17,
+                     sources={"a": ("digits", None, {"classes": "0"}), "b": ("digits", None, {"classes": "1"})})
+    r_apart = measure_translation(apart, n=30)  # 0s -> 1s by the identity: the class is not reached
+    assert "a2b_class_kept" not in r_apart and r_apart["a2b_class_reached"] == r_apart["a2b_class_reached_identity"] < 0.1
+    same.net = Affine(-1.0, 0.0)  # G inverts the strokes: its class kept falls, its cycle error is the ink
+    r = measure_translation(same, n=60)
+    assert r["a2b_class_kept"] < r["a2b_class_kept_identity"] - 0.3 and r["a2b_cycle_error"] > 0.1
+
+
+def test_a_dataset_keeps_the_classes_asked_for_and_names_the_ones_it_has():
+    from genlab.data import load_dataset
+    from genlab.errors import DataError
+
+    whole = load_dataset("digits", "test")
+    ds = load_dataset("digits", "test", classes="3, 5")
+    assert set(ds.labels.tolist()) == {3, 5} and len(ds) == int(((whole.labels == 3) | (whole.labels == 5)).sum())
+    assert torch.equal(ds.images, whole.images[(whole.labels == 3) | (whole.labels == 5)])
+    with pytest.raises(DataError, match="no class 'horse'; its classes are: 0, 1"):
+        load_dataset("digits", "test", classes="horse")
+    with pytest.raises(DataError, match="does not take classes"):
+        load_dataset("toy2d", "test", classes="0")
+
+
+def test_eval_of_a_cyclegan_run_measures_both_directions(cyclegan_run, capsys):
+    code, text, err = run_cli(capsys, "eval", cyclegan_run, "--limit", "50", "--no-progress")
+    assert code == 0, err
+    assert "G: digits -> digits (50 images)" in text and "class kept" in text and "identity" in text
+    import json
+
+    record = json.loads((cyclegan_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["metric"] == "translation" and record["a2b_n"] == 50 and "b2a_fid_identity" in record
+    code, _, err = run_cli(capsys, "eval", cyclegan_run, "--metrics", "fid")
+    assert_one_sentence_error(code, err, "--metrics translation")

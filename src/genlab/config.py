@@ -31,10 +31,15 @@ class DataConfig:
     name: str = _opt("digits", "--data", "dataset: digits (default, bundled with scikit-learn), mnist, fashion-mnist, cifar10, folder, toy2d")
     root: str | None = _opt(None, "--data-dir", "folder holding the dataset's files (default: $GENLAB_DATA, then the cache directory)")
     variant: str | None = _opt(None, "--variant", "toy2d density: moons, 8gaussians, swissroll, checkerboard")
+    classes: str | None = _opt(None, "--classes", "keep only these classes of an image dataset, comma-separated names (e.g. horse for cifar10-jpeg)")
     # Filled in from the dataset when training starts, so a run describes itself:
     shape: tuple[int, ...] = _opt((), None, "example shape (C, H, W), or (D,) for points")
     levels: int = _opt(0, None, "grey levels K per channel (0: continuous data)")
     num_classes: int = _opt(0, None, "number of classes in the labels")
+
+    def loader_options(self) -> dict:
+        """The dataset options this section records (``variant``, ``classes``), as load_dataset takes them."""
+        return {k: v for k, v in (("variant", self.variant), ("classes", self.classes)) if v}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class CycleGANConfig:
     data_b: str = _opt("digits", "--data-b", "domain B: any image dataset of --data (digits, mnist, fashion-mnist, cifar10, folder, ...); "
                        "domain A (--data) is resized to its size and channels")
     data_b_root: str | None = _opt(None, "--data-b-dir", "folder holding domain B's files (as --data-dir for --data; default: --data-dir)")
+    data_b_classes: str | None = _opt(None, "--data-b-classes", "keep only these classes of domain B, comma-separated names (as --classes for --data)")
     loss: str = _opt("lsgan", "--cyclegan-loss", "adversarial loss: lsgan (least squares, as in the CycleGAN paper) or ns (non-saturating)")
     cycle_weight: float = _opt(10.0, "--cycle-weight", "lambda of the cycle-consistency losses |F(G(x)) - x|_1 + |G(F(y)) - y|_1")
     identity_weight: float = _opt(0.0, "--identity-weight", "identity loss |G(y) - y|_1 + |F(x) - x|_1 with weight this times lambda (the paper's 0.5; 0: off)")

@@ -67,8 +67,7 @@ def load_split(cfg: RunConfig, split: str, root=None):
     from genlab.data import load_dataset
 
     d = cfg.data
-    options = {"variant": d.variant} if d.variant else {}
-    return load_dataset(d.name, split, root=root if root is not None else d.root, **options)
+    return load_dataset(d.name, split, root=root if root is not None else d.root, **d.loader_options())
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,10 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, progress: bool, say: Calla
             f"with its recorded config")
     if resume and trainer.is_main:
         run.rewind_log(trainer.step)
-    what = f"{len(train_ds)} images {'x'.join(map(str, cfg.data.shape))}, {levels} levels" if levels else f"{len(train_ds)} points"
+    own, size = tuple(examples(train_ds).shape[1:]), "x".join(map(str, cfg.data.shape))
+    what = f"{len(train_ds)} images {'x'.join(map(str, own))}, {train_ds.info.levels} levels" if levels else f"{len(train_ds)} points"
+    if levels and (own != tuple(cfg.data.shape) or train_ds.info.levels != levels):  # a CycleGAN's common space
+        what += f", modelled at {size} with {levels} levels"
     n = trainer.accelerator.num_processes
     batch = f"{cfg.train.batch_size}" + (f" ({cfg.train.batch_size // n} in each of {n} processes)" if n > 1 else "")
     say(f"genlab: training {cfg.family} on {cfg.data.name} ({what}), {count_parameters(family) / 1e6:.2f}M parameters, "

@@ -40,9 +40,10 @@ def read_source(spec: str, cfg, family, direction: str, n: int):
     domain = family.input_domain(direction)
     channels = int(domain["channels"])
     if spec in DATASETS:
-        c = getattr(cfg, "cyclegan", None)
-        root = cfg.data.root if spec == cfg.data.name else ((c.data_b_root or cfg.data.root) if c is not None and spec == c.data_b else None)
-        ds = load_dataset(spec, "test", root=root)
+        # the run's own domain of that name (the input's first): its files and classes
+        order = ("a", "b") if direction == "a2b" else ("b", "a")
+        source: tuple = next((family.sources[k] for k in order if family.sources.get(k, ("",))[0] == spec), (spec, None, {}))
+        ds = load_dataset(spec, "test", root=source[1], **source[2])
         if not hasattr(ds, "images"):
             raise ConfigError(f"--translate {spec} holds points, not images; pass an image dataset or a folder of images.")
         if ds.images.shape[1] != channels:
@@ -103,4 +104,42 @@ def translate(args, cfg, family, step: int) -> int:
     atomic_write(out / "translations.npz", write)
     print(f"genlab: translated {what} {args.direction} with {args.run} (step {step}, {args.weights} weights; "
           f"cycle error {err:.4f} on [0, 1] pixels) -> {out / 'grid.png'} and {out / 'translations.npz'}")
+    return 0
+
+
+def evaluate(args, cfg, family, step: int) -> int:
+    """``genlab eval`` of a translating run: :func:`genlab.cyclegan.metrics.measure_translation` (--limit, --seed)."""
+    import json
+
+    from genlab.cyclegan.metrics import measure_translation
+    from genlab.evaluate import autocast
+    from genlab.run import RunDir
+
+    if args.metrics.strip().lower() not in ("bpd", "translation"):  # bpd: the command's default, not asked for
+        raise ConfigError(f"a {cfg.family} run is measured by --metrics translation (class kept, FID and cycle error "
+                          f"both ways); drop --metrics {args.metrics}.")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, not {args.limit}.")
+    if args.ref_split not in ("train", "test"):
+        raise ConfigError(f"unknown split {args.ref_split!r}; choose train or test.")
+    prec = precision(args, cfg)
+    with autocast(prec, family):
+        result = measure_translation(family, n=args.limit, ref_split=args.ref_split, batch_size=args.batch_size or 256,
+                                     seed=args.seed, progress=not (args.no_progress or args.json))
+    record = {**result, "data": cfg.data.name, "data_b": cfg.cyclegan.data_b, "weights": args.weights, "step": step,
+              "mixed_precision": prec}
+    RunDir(args.run).append_metrics({"event": "eval", "metric": "translation", **record})
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    a, b = cfg.data.name, cfg.cyclegan.data_b
+    print(f"translation of {args.run} (step {step}, {args.weights} weights), test images of each domain; FID against "
+          f"the output domain's {args.ref_split} split under its feature network")
+    print(f"  {'':<18} {'model':>10} {'identity':>10}")
+    for d, what in (("a2b", f"G: {a} -> {b}"), ("b2a", f"F: {b} -> {a}")):
+        print(f"  {what} ({record[d + '_n']} images)")
+        for key, label in (("class_kept", "class kept"), ("class_reached", "class reached"), ("fid", "FID")):
+            if d + "_" + key in record:
+                print(f"    {label:<16} {record[d + '_' + key]:>10.4f} {record[d + '_' + key + '_identity']:>10.4f}")
+        print(f"    {'cycle error':<16} {record[d + '_cycle_error']:>10.4f} {0.0:>10.4f}")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import genlab.cli._text as _text
+import genlab.cli._translate as _translate
 from genlab.cli._common import COMPILE_HELP, add_run_flags, load, names_with, precision
 from genlab.cli._sampling import add_step_flags, check_sampling_args, known_sampler, require_sampler, sampler_help
 from genlab.cli._text import ALIGNMENT, LATENT, text_conditioning
@@ -28,7 +29,9 @@ def add_parser(sub) -> None:
                    help="comma-separated, any of: fid, kid, pr (precision and recall), bpd (the variational bound; "
                         "default), bpd-ode (the probability-flow ODE's likelihood), prompts (text-conditioned runs: "
                         "class and attribute accuracy of samples drawn for test captions), latent-bpd (latent "
-                        "diffusion runs: latent bound + decoder, in bits per pixel)")
+                        "diffusion runs: latent bound + decoder, in bits per pixel), translation (translating runs, "
+                        "their only and default measure: class kept, FID and cycle error both ways against the "
+                        "identity map)")
     g = e.add_argument_group("likelihood (bpd)")
     g.add_argument("--split", default="test", help="data split for bits/dim (default test)")
     g.add_argument("--limit", type=int, default=None, help="use only the first N images of the split (default: all)")
@@ -98,9 +101,11 @@ def run(args) -> int:
     from genlab.evaluate import is_diffusion, load_split, measure_bpd, measure_bpd_ode
     from genlab.run import RunDir, compile_network
 
+    cfg, family, _, step = load(args)
+    if _translate.can_translate(family):  # a CycleGAN: both directions against the identity map
+        return _translate.evaluate(args, cfg, family, step)
     metrics = parse_metrics(args.metrics)
     known_sampler(args)
-    cfg, family, _, step = load(args)
     if not family.sampler_names:  # a classifier or CLIP: it measures itself on a split
         return _self_measured(args, cfg, family, step)
     require_sampler(family, cfg, args.run)

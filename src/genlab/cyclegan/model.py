@@ -54,6 +54,11 @@ def root_b(cfg: RunConfig) -> str | None:
     return cfg.cyclegan.data_b_root or cfg.data.root
 
 
+def b_options(cfg: RunConfig) -> dict:
+    """Domain B's dataset options: its classes (--data-b-classes)."""
+    return {"classes": cfg.cyclegan.data_b_classes} if cfg.cyclegan.data_b_classes else {}
+
+
 @register_family("cyclegan")
 class CycleGAN(nn.Module):
     """Two translators and two PatchGAN discriminators over a common space ``shape`` (B's (C, H, W), or (D,) for points).
@@ -96,7 +101,7 @@ class CycleGAN(nn.Module):
         """``cfg`` (its data described from domain A) with the common space: data.shape and data.levels
         become domain B's, A's own go to cyclegan.source_shape and source_levels."""
         c = cfg.cyclegan
-        ds = load_dataset(c.data_b, "train", root=root_b(cfg))
+        ds = load_dataset(c.data_b, "train", root=root_b(cfg), **b_options(cfg))
         images = check_domain_b(c.data_b, ds, cfg.train.batch_size)
         data = dataclasses.replace(cfg.data, shape=tuple(images.shape[1:]), levels=ds.info.levels)
         section = dataclasses.replace(c, source_shape=tuple(cfg.data.shape), source_levels=cfg.data.levels)
@@ -111,7 +116,7 @@ class CycleGAN(nn.Module):
         if not shape:
             raise ConfigError("the config does not record the data shape; fill cfg.data.shape from the dataset.")
         G, F, D_A, D_B = build_nets(shape, m.channels, c.res_blocks, m.hidden, m.depth)
-        sources = {"a": (d.name, d.root, {"variant": d.variant} if d.variant else {}), "b": (c.data_b, root_b(cfg), {})}
+        sources = {"a": (d.name, d.root, d.loader_options()), "b": (c.data_b, root_b(cfg), b_options(cfg))}
         return cls(G, F, D_A, D_B, shape, d.levels, c.source_shape or shape, c.source_levels or d.levels,
                    loss=c.loss, cycle_weight=c.cycle_weight, identity_weight=c.identity_weight, pool_size=c.pool_size,
                    lr=cfg.train.lr, betas=(0.5, 0.999), batch_size=cfg.train.batch_size, seed=cfg.train.seed,

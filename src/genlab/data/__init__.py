@@ -18,6 +18,10 @@
 | ``mnist-captions`` | MNIST shifted -4/0/+4 px, with captions; files as ``mnist`` | download, timeout |
 | ``fashion-mnist-captions`` | Fashion-MNIST the same way; files as ``fashion-mnist`` | download, timeout |
 
+Every image dataset also takes ``classes``: a comma-separated list of its class names (or a
+sequence of them); only the images of those classes are kept, with their original labels
+(``cifar10-jpeg`` with ``classes="horse"``: the horses, for one domain of a CycleGAN).
+
 The ``-captions`` datasets are :class:`~genlab.data.captions.CaptionedDataset` s: each image
 with a caption of its class and measured attributes, its tokens and held-out marks.
 """
@@ -26,8 +30,10 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+
+import torch
 
 from genlab.data.captions import load_digits_captions, load_idx_captions
 from genlab.data.cifar import load_cifar10
@@ -55,7 +61,7 @@ DATASETS: tuple[str, ...] = tuple(_LOADERS)
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
-                 **options) -> ImageDataset | PointDataset:
+                 classes: str | Sequence[str] | None = None, **options) -> ImageDataset | PointDataset:
     """Load ``split`` ("train" or "test") of dataset ``name`` (one of :data:`DATASETS`).
 
     ``root`` is where the files are (ignored by ``digits`` and ``toy2d``); without it,
@@ -73,7 +79,23 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     if unknown:
         raise DataError(f"dataset {name} has no option {unknown[0]!r}; it accepts: "
                         f"{', '.join(accepted) or 'no options'}.")
-    return loader(split, root, **options)
+    ds = loader(split, root, **options)
+    return ds if not classes else select_classes(ds, classes)
+
+
+def select_classes(ds: ImageDataset | PointDataset, classes: str | Sequence[str]) -> ImageDataset:
+    """The images of ``ds`` whose class is one of ``classes`` (names; comma-separated in a string), labels kept."""
+    if type(ds) is not ImageDataset:  # points, or captioned images whose captions would be lost
+        raise DataError(f"{ds.info.name} does not take classes (it is not a plain image dataset); drop the classes.")
+    wanted = [c.strip() for c in (classes.split(",") if isinstance(classes, str) else classes) if c.strip()]
+    names = ds.info.class_names
+    unknown = [c for c in wanted if c not in names]
+    if unknown:
+        raise DataError(f"{ds.info.name} has no class {unknown[0]!r}; its classes are: {', '.join(names)}.")
+    keep = torch.isin(ds.labels, torch.tensor([names.index(c) for c in wanted]))
+    if not keep.any():
+        raise DataError(f"the {ds.split} split of {ds.info.name} holds no image of {', '.join(wanted)}; choose other classes.")
+    return ImageDataset(ds.images[keep], ds.labels[keep], ds.info, ds.split)
 
 
 __all__ = ["load_dataset", "ImageDataset", "PointDataset", "DatasetInfo", "DATASETS",
