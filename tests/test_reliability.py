@@ -24,6 +24,14 @@ def test_version(capsys):
     assert out.startswith("genlab 0.") and "torch 2." in out
 
 
+def test_an_out_that_is_a_file_is_one_sentence_and_the_file_stays(tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    code, _, err = run_cli(capsys, "train", *FLAGS, "--steps", "1", "--out", afile)
+    assert_one_sentence_error(code, err, "is an existing file")
+    assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_the_unchanged_command_resumes_and_a_changed_one_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_cli(capsys, "train", *FLAGS, "--steps", "2", "--out", run)[0] == 0

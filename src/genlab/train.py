@@ -121,6 +121,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     """
     say = say or (lambda text: print(render(text)))
     run = RunDir(run_dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise ConfigError(f"the run directory {run.path} is an existing file; give a new or existing directory instead.")
     with run.lock(enabled=_first_process()):  # a second genlab train on this directory refuses, never interleaves
         return _train(cfg, run, resume, progress, say, evaluate)
 
