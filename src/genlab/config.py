@@ -20,6 +20,7 @@ from typing import Any
 
 from genlab.errors import ConfigError
 from genlab.family import family_class, family_names
+from genlab.tracking import TRACKERS
 
 
 def _opt(default, flag=None, help="", **kw):
@@ -171,6 +172,9 @@ class TrainConfig:
                                      "about that much work (0: by steps only)")
     max_minutes: float | None = _opt(None, "--max-minutes",
                                      "stop cleanly after M minutes of training, checkpoint written (--resume continues; 0: no limit)")
+    log_with: str = _opt("none", "--log-with",
+                         "also log to none, tensorboard (event files in RUN/logs) or wandb (offline unless WANDB_MODE says "
+                         "otherwise): metrics.jsonl's numbers and the sample grids")
     keep_checkpoints: int = _opt(2, "--keep-checkpoints", "how many recent checkpoints to keep")
     grid_sampler: str = _opt("ddim", "--grid-sampler", "sampler for the sample grids: ancestral or ddim")
     grid_steps: int = _opt(100, "--grid-steps", "sampling steps for the sample grids")
@@ -376,6 +380,7 @@ def validate(cfg: RunConfig) -> None:
         (t.lr > 0, f"{{train.lr}} must be positive, not {t.lr}."),
         (t.mixed_precision in ("auto", "no", "bf16", "fp16"), f"{{train.mixed_precision}} must be auto, no, bf16 or fp16, not {t.mixed_precision!r}."),
         (t.checkpoint_minutes >= 0, f"{{train.checkpoint_minutes}} must be at least 0, not {t.checkpoint_minutes:g}."),
+        (t.log_with in TRACKERS, f"unknown {{train.log_with}} {t.log_with!r}; choose one of {', '.join(TRACKERS)}."),
         (t.max_minutes is None or t.max_minutes >= 0, f"{{train.max_minutes}} must be at least 0, not {t.max_minutes}."),
         (t.grid_sampler in SAMPLERS, f"unknown {{train.grid_sampler}} {t.grid_sampler!r}; choose one of {', '.join(SAMPLERS)}."),
         (0 <= t.ema_decay < 1, f"{{train.ema_decay}} must lie in [0, 1), not {t.ema_decay}."),

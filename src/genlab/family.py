@@ -48,7 +48,11 @@ BUILTIN: dict[str, str] = {
 
 # the options a family's ``sample`` may take beyond (n, seed, batch_size, progress); the CLI
 # refuses a flag whose option the run's family does not declare
-SAMPLE_OPTIONS = ("sampler", "steps", "eta", "spacing", "labels", "guidance", "classifier", "pixel_noise", "prompts")
+SAMPLE_OPTIONS = ("sampler", "steps", "eta", "spacing", "labels", "guidance", "classifier", "pixel_noise", "prompts",
+                  "callback")
+# "callback": ``callback(step)`` after each sampler step of each batch, ``step`` a dict with "i" (the step's
+# index), "t" (its timestep), "start" (the batch's first sample) and "x", "pred_x0": x_t and the predicted
+# x_0 of the batch as uint8 images (pred_x0 None where the sampler predicts none: Langevin); the demo's path
 
 
 @runtime_checkable
@@ -197,3 +201,18 @@ def batched_draw(n: int, batch_size: int, draw: Callable[[int, int], torch.Tenso
         if bar:
             bar.close()
     return torch.cat(out)
+
+
+def step_images(callback: Callable[[dict], None] | None, start: int,
+                to_images: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[dict], None] | None:
+    """A sampler callback that hands ``callback`` its step with x_t and pred_x0 as images (``to_images``) and
+    the batch's first sample index ``start`` (the "callback" sample option); None if ``callback`` is."""
+    if callback is None:
+        return None
+
+    def hook(step: dict) -> None:
+        x0 = step.get("pred_x0")  # None where a sampler predicts none (Langevin dynamics follows the score)
+        callback({"i": step["i"], "t": step["t"], "start": start, "x": to_images(step["x"]).cpu(),
+                  "pred_x0": None if x0 is None else to_images(x0).cpu()})
+
+    return hook

@@ -7,6 +7,9 @@
     RUN/samples/step_0000800.png             progress grids
     RUN/metrics.jsonl                        training logs and evaluations, one JSON record a line
 
+An exported folder (``genlab export``, :mod:`genlab.export`) has the same ``config.json`` and, instead
+of checkpoints, ``model.safetensors`` with one set of weights; :meth:`RunDir.load` reads either.
+
 Records carry a schema version (:data:`SCHEMA`); :func:`upgrade_record` is the one place that
 turns an older record into the current form, so readers never guess at old field names.
 """
@@ -30,6 +33,9 @@ from genlab.training.checkpoint import checkpoint_files, checkpoint_name, load_c
 # of training) named its image count, split and time "n", "split", "seconds", and "weights" could be
 # missing. Version 2 always has "bpd_n", "bpd_split", "bpd_seconds" beside "bpd" and "weights".
 SCHEMA = 2
+
+MODEL_FILE = "model.safetensors"  # an exported folder's weights
+MODEL_FORMAT = "genlab-model-1"
 
 
 def upgrade_record(record: dict) -> dict:
@@ -89,9 +95,18 @@ class RunDir:
     def grid_path(self, tag: str) -> Path:
         return self.samples_dir / f"{tag}.png"
 
+    @property
+    def model_path(self) -> Path:
+        """An exported folder's weights (``genlab export``)."""
+        return self.path / MODEL_FILE
+
     def exists(self) -> bool:
-        """Whether a run lives here (it has a config.json)."""
+        """Whether a run (or an exported folder) lives here: it has a config.json."""
         return self.config_path.is_file()
+
+    def is_export(self) -> bool:
+        """Whether this is an inference-only folder written by ``genlab export`` (weights, no checkpoints)."""
+        return self.model_path.is_file() and not self.checkpoints_dir.is_dir()
 
     # ----- config ------------------------------------------------------------------------------
     def read_config(self) -> RunConfig:
@@ -120,6 +135,8 @@ class RunDir:
         return checkpoint_files(self.checkpoints_dir)
 
     def latest_checkpoint(self) -> Path:
+        if self.is_export():
+            return self.model_path
         found = self.checkpoints()
         if not found:
             raise RunError(f"{self.path} has no checkpoints/step_*.safetensors; train it first (genlab train --out {self.path}).")
@@ -134,6 +151,13 @@ class RunDir:
             raise ValueError(f"weights must be 'ema' or 'model', not {weights!r}")
         cfg = self.read_config()
         family = build_family(cfg)
+        if self.is_export() and checkpoint is None:
+            tensors, meta = _load_exported(self.model_path)
+            if meta.get("weights", "ema") != weights:
+                raise RunError(f"{self.path} is an exported folder holding only its {meta.get('weights', 'ema')} weights; "
+                               f"use those (weights={meta.get('weights', 'ema')!r}) or the run directory it was exported from.")
+            load_into(family, tensors, "", self.model_path)
+            return cfg, family.to(device).eval().requires_grad_(False), self.model_path, int(meta.get("step", 0))
         path = Path(checkpoint) if checkpoint else self.latest_checkpoint()
         tensors, meta = load_checkpoint(path, prefix=f"{weights}.")
         load_into(family, tensors, f"{weights}.", path)
@@ -243,6 +267,21 @@ class RunDir:
         if dropped:
             atomic_write_text(path, "".join(x + "\n" for x in kept))
         return dropped
+
+
+def _load_exported(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of an exported folder's ``model.safetensors`` (safetensors: no code runs)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"{path} cannot be read ({e}); export the run again (genlab export RUN DIR).") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise RunError(f"{path} is not a genlab export (format {meta.get('format')!r}); pass a folder written by genlab export.")
+    return tensors, meta
 
 
 # ----- functions of a run directory (the names earlier genlab code and users know) ------------

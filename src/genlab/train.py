@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from genlab import tracking
 from genlab.config import RunConfig, resolve
 from genlab.errors import ConfigError, GenlabError, render
 from genlab.evaluate import (
@@ -140,6 +141,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, progress: bool, say: Calla
 
     if not resume and run.exists():
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out.")
+    tracking.require(cfg.train.log_with)  # a missing tracking package is said before the data is read
     found = run.checkpoints() if resume else []
     ckpt = found[-1][1] if found else None
     t0 = time.perf_counter()
@@ -190,9 +192,12 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, progress: bool, say: Calla
         if summary["grid"]:
             say(f"genlab: samples {summary['grid']}")
         records = evaluate_after_training(trainer.ema.model, cfg, run, summary["steps"], progress, say) if evaluate else []
+        for record in records:
+            trainer.track(record)
         say(f"genlab: done in {fmt_seconds(time.perf_counter() - t0)}; {_next_step(family, cfg, run)}")
         return {**summary, "evaluations": records}
     finally:
+        trainer.end_tracking()
         leave_process_group()
 
 

@@ -1,4 +1,4 @@
-"""genlab's command line: ``genlab train | sample | eval | report | features | inpaint | upscale | hopfield``.
+"""genlab's command line: ``genlab train | sample | eval | report | features | inpaint | upscale | hopfield | figures | export | serve``.
 
 One module per command, each with ``add_parser(subparsers)`` and ``run(args) -> int``; argparse lives
 in this package only. Thin: a command parses, checks its flags, calls the library (``genlab.train``,
@@ -13,12 +13,13 @@ import sys
 
 from genlab import __version__
 from genlab.cli import eval as eval_cmd
-from genlab.cli import features, figures, hopfield, inpaint, report, sample, train, upscale
+from genlab.cli import export, features, figures, hopfield, inpaint, report, sample, serve, train, upscale
 from genlab.config import FLAGS
 from genlab.errors import GenlabError
 
 COMMANDS = {"train": train, "sample": sample, "eval": eval_cmd, "report": report, "features": features,
-            "inpaint": inpaint, "upscale": upscale, "hopfield": hopfield, "figures": figures}
+            "inpaint": inpaint, "upscale": upscale, "hopfield": hopfield, "figures": figures,
+            "export": export, "serve": serve}
 
 
 def _torch_version() -> str:

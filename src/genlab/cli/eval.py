@@ -98,6 +98,18 @@ def check_args(args, metrics, cfg, family) -> None:
 
 
 def run(args) -> int:
+    """Measure, then one line saying where the figures went (what ``genlab report`` reads)."""
+    from genlab.run import RunDir
+
+    log = RunDir(args.run).metrics_path
+    before = log.stat().st_size if log.is_file() else 0
+    code = _run(args)
+    if code == 0 and not getattr(args, "json", False) and log.is_file() and log.stat().st_size > before:
+        print(f"genlab: recorded in {log}; tabulate with: genlab report {args.run}")
+    return code
+
+
+def _run(args) -> int:
     from genlab.evaluate import is_diffusion, load_split, measure_bpd, measure_bpd_ode
     from genlab.run import RunDir, compile_network
 

@@ -22,7 +22,7 @@ from genlab.diffusion.sampling import SAMPLERS
 from genlab.diffusion.sampling import sample as run_sampler
 from genlab.diffusion.timesteps import make_timestep_sampler
 from genlab.errors import ConfigError
-from genlab.family import batched_draw, register_family
+from genlab.family import batched_draw, register_family, step_images
 from genlab.nets import TimeMLP, UNet
 from genlab.progress import progress_bar
 from genlab.rng import per_sample_generators, randn
@@ -73,7 +73,7 @@ class DDPM(nn.Module):
     config_section = "diffusion"
     has_likelihood = True
     sampler_names = tuple(SAMPLERS)
-    sample_options = frozenset({"sampler", "steps", "eta", "spacing", "labels", "guidance", "classifier"})
+    sample_options = frozenset({"sampler", "steps", "eta", "spacing", "labels", "guidance", "classifier", "callback"})
     shardable = True  # forward(..., shard=): t, eps and the label drops are drawn for the whole global batch
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, parameterization: str, loss: str,
@@ -194,7 +194,7 @@ class DDPM(nn.Module):
     def sample(self, n: int, seed: int = 0, sampler: str = "ancestral", steps: int | None = None, eta: float = 0.0,
                batch_size: int = 256, progress: bool = False, raw: bool = False, labels: torch.Tensor | None = None,
                guidance: float | None = None, classifier: nn.Module | None = None,
-               spacing: str = "uniform", **cond) -> torch.Tensor:
+               spacing: str = "uniform", callback=None, **cond) -> torch.Tensor:
         """``n`` samples as uint8 (values 0..levels-1), or floats in model space if ``raw``.
 
         Sample i depends only on (seed, i) (and its label): the result does not change with
@@ -208,6 +208,7 @@ class DDPM(nn.Module):
         ``classifier`` (a net (x_t, t) -> logits trained on this schedule), the classifier
         scale s (default 1). ``cond``: per-sample conditioning tensors ``[n, ...]`` for the
         denoiser (``low_res=`` for an SR model: see :func:`genlab.diffusion.superres.upscale`).
+        ``callback``: see :data:`genlab.family.SAMPLE_OPTIONS` (images data with levels only).
         """
         denoiser, labels = self.guided_denoiser(n, labels, guidance, classifier)
         device = next(self.net.parameters()).device
@@ -224,7 +225,9 @@ class DDPM(nn.Module):
             if labels is not None:
                 c["y"] = labels[start : start + b].to(device)
             x0 = run_sampler(denoiser, self.diffusion, x_T, sampler=sampler, steps=steps, eta=eta,
-                             generator=gens, clip_denoised=self.levels > 0, progress=progress, spacing=spacing, **c)
+                             generator=gens, clip_denoised=self.levels > 0, progress=progress, spacing=spacing,
+                             callback=step_images(callback, start, lambda v: from_model(v.float().clamp(-1, 1), self.levels)),
+                             **c)
             return x0.float()
 
         # the sampler's own bar counts the steps of each batch: that is the progress shown

@@ -128,17 +128,18 @@ def sampler_help() -> str:
 def sample(
     denoiser: Denoiser, diffusion: GaussianDiffusion, x_T: torch.Tensor, sampler: str = "ancestral",
     steps: int | None = None, eta: float = 0.0, generator: GeneratorLike = None, clip_denoised: bool = True,
-    progress: bool = False, spacing: str = "uniform", **cond,
+    progress: bool = False, spacing: str = "uniform", callback=None, **cond,
 ) -> torch.Tensor:
     """Sample with the sampler named ``sampler`` (:data:`SAMPLERS`) from ``x_T`` ``[B, ...]``.
 
     ``steps=None``: the sampler's default (:func:`default_steps`). ``eta`` is DDIM's; ``spacing``
     (:data:`~genlab.diffusion.grids.SPACINGS`) applies to the samplers with "spacing" in their
-    options. ``cond`` goes to the denoiser. Settings are checked by :func:`check_sampler_options`.
+    options. ``cond`` goes to the denoiser; ``callback`` to the sampler (called after each step with
+    ``{"i", "t", "x", "pred_x0"}``). Settings are checked by :func:`check_sampler_options`.
     """
     check_sampler_options(sampler, steps, eta, spacing)
     spec = SAMPLERS[sampler]
     n = steps if steps is not None else default_steps(sampler, diffusion.num_timesteps)
     options = {"eta": eta} if "eta" in spec.options else {}
     return spec.fn(denoiser, x_T, spec.grid(diffusion, n, spacing), generator=generator, cond=cond,
-                   clip_denoised=clip_denoised, progress=progress, **options)
+                   clip_denoised=clip_denoised, progress=progress, callback=callback, **options)

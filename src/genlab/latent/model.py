@@ -37,7 +37,7 @@ from genlab.diffusion.process import Denoiser, GaussianDiffusion
 from genlab.diffusion.sampling import SAMPLERS
 from genlab.diffusion.sampling import sample as run_sampler
 from genlab.errors import ConfigError
-from genlab.family import batched_draw, register_family
+from genlab.family import batched_draw, register_family, step_images
 from genlab.latent.autoencoder import KLAutoencoder
 from genlab.latent.likelihood import decoder_sigma, latent_bound
 from genlab.nets.text import TextTransformer
@@ -69,7 +69,7 @@ class LDM(nn.Module):
 
     config_section = "latent"
     sampler_names = tuple(SAMPLERS)
-    sample_options = frozenset({"sampler", "steps", "eta", "spacing", "prompts", "guidance"})
+    sample_options = frozenset({"sampler", "steps", "eta", "spacing", "prompts", "guidance", "callback"})
     custom_step = True  # an autoencoder stage, then a diffusion stage, each with its own optimiser
     uses_labels = True  # the Trainer passes each image's caption tokens
     uses_text = True
@@ -211,8 +211,10 @@ class LDM(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batch_size: int = 256, progress: bool = False, sampler: str = "ddim",
                steps: int | None = None, eta: float = 0.0, spacing: str = "uniform",
-               prompts: list[str] | tuple[str, ...] | None = None, guidance: float | None = None) -> torch.Tensor:
-        """``n`` uint8 images for ``prompts`` (see :meth:`prompt_tokens`), guided with weight ``guidance``.
+               prompts: list[str] | tuple[str, ...] | None = None, guidance: float | None = None,
+               callback=None) -> torch.Tensor:
+        """``n`` uint8 images for ``prompts`` (see :meth:`prompt_tokens`), guided with weight ``guidance``;
+        ``callback`` sees each step's latents decoded (:data:`genlab.family.SAMPLE_OPTIONS`).
 
         Sample i depends only on (seed, i) and its prompt: z_T comes from its own generator.
         """
@@ -228,8 +230,10 @@ class LDM(nn.Module):
             gens = per_sample_generators(seed, start, b)
             z_T = randn(self.latent_noise_shape(b), gens, device)
             cond = self.encode_text(ids[start:start + b])
+            decode = lambda z: from_model(self.ae.decode(z / scale).float().clamp(-1, 1), self.levels)
             z0 = run_sampler(denoiser, self.diffusion, z_T, sampler=sampler, steps=steps, eta=eta, generator=gens,
-                             clip_denoised=False, progress=progress, spacing=spacing, **cond)
+                             clip_denoised=False, progress=progress, spacing=spacing,
+                             callback=step_images(callback, start, decode), **cond)
             return from_model(self.ae.decode(z0 / scale).float().clamp(-1, 1), self.levels)
 
         return batched_draw(n, batch_size, draw, shape=self.shape, dtype=torch.uint8)

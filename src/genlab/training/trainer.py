@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import torch
 from torch import nn
 
+from genlab import tracking
 from genlab.config import RunConfig
 from genlab.errors import ConfigError, TrainingError
 from genlab.progress import progress_bar
@@ -146,7 +147,7 @@ class Trainer:
             raise ValueError(f"{len(labels)} labels for {len(data)} examples")
         self.save_samples = save_samples
         self.progress = progress
-        self.accelerator = acc = _accelerator(tc.mixed_precision)
+        self.accelerator = acc = _accelerator(tc.mixed_precision, tc.log_with, self.run_dir)
         check_batch(family, cfg, len(data), acc.num_processes)
         self.rows = shard_rows(tc.batch_size, acc.process_index, acc.num_processes)
         if acc.num_processes > 1:
@@ -167,6 +168,7 @@ class Trainer:
         # noise, so with dropout > 0 several processes match one process only in distribution
         torch.manual_seed(tc.seed + 2)
         self.step = 0
+        self.tracker_open = False  # whether the tracker of --log-with is open (start_tracking)
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -255,11 +257,34 @@ class Trainer:
             samples = family.sample(family.preview_count, seed=tc.seed, **sampling)
         path = self.rundir.grid_path(tag)
         self.save_samples(samples, path)
+        if self.tracker_open:
+            tracking.log_image(self.accelerator, "samples", path, self.step)
         return path
 
     def log(self, record: dict) -> None:
+        """Append ``record`` to metrics.jsonl, and send its numbers to the tracker of ``--log-with``."""
         if self.is_main:
             self.rundir.append_metrics(record)
+        self.track(record)
+
+    def track(self, record: dict) -> None:
+        """Send a record's numbers to the tracker of ``--log-with`` only (one metrics.jsonl already holds)."""
+        if self.is_main and self.tracker_open:
+            tracking.log_record(self.accelerator, record)
+
+    def start_tracking(self) -> None:
+        """Open the tracker of ``--log-with`` (none: nothing), the run's settings as its hyperparameters."""
+        if self.tc.log_with == "none" or self.tracker_open:
+            return
+        self.accelerator.init_trackers(tracking.PROJECT, config=tracking.hyperparameters(self.cfg.to_dict()),
+                                       init_kwargs=tracking.init_options(self.tc.log_with, self.step))
+        self.tracker_open = True
+
+    def end_tracking(self) -> None:
+        """Flush and close the tracker (the event files are complete after this)."""
+        if self.tracker_open:
+            self.accelerator.end_training()
+            self.tracker_open = False
 
     def mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
         """``values`` averaged over all processes (each holds the mean over its equal shard)."""
@@ -283,6 +308,7 @@ class Trainer:
         acc.wait_for_everyone()  # every process has checked the run directory before the first writes to it
         if self.is_main:
             self.rundir.write_config(self.cfg)
+        self.start_tracking()
         device = acc.device
         shard = {} if acc.num_processes == 1 else {"shard": (self.rows, tc.batch_size)}
         start_step = self.step
@@ -390,8 +416,9 @@ def _stop_requests():
             signal.signal(sig, old)
 
 
-def _accelerator(mixed_precision: str):
-    """An Accelerator with this precision, even if an earlier Trainer in this process chose another.
+def _accelerator(mixed_precision: str, log_with: str = "none", run_dir: Path | None = None):
+    """An Accelerator with this precision, even if an earlier Trainer in this process chose another,
+    logging to the tracker ``log_with`` (:mod:`genlab.tracking`) in ``run_dir``.
 
     Accelerate keeps one process-wide state and refuses a second precision; the process
     (distributed) part of it is kept, only the precision part is reset.
@@ -402,7 +429,8 @@ def _accelerator(mixed_precision: str):
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
+                       **tracking.accelerator_options(log_with, run_dir or Path(".")))
 
 
 def _optim_prefix(name: str) -> str:

@@ -249,7 +249,7 @@ def _values(rows: list[dict], key: str) -> str:
                                                key=str))
 
 
-def _protocol(rows: list[dict]) -> str:
+def protocol_notes(rows: list[dict]) -> str:
     notes = []
     for run in dict.fromkeys(r["run"] for r in rows):
         rs = [r for r in rows if r["run"] == run]
@@ -368,7 +368,7 @@ def write_report(rows: list[dict], out: str | Path, x: str = "seconds", best: bo
             "Sample quality (FID, KID: lower is better), mode coverage (precision, recall: higher is better), "
             "likelihood (bits/dim: lower is better) and sampling speed (network evaluations and seconds per sample).\n\n"
             + ("One row per run: the unguided sampler setting with the lowest FID among its evaluations.\n\n" if best else "")
-            + markdown_table(rows) + f"\n![quality against speed]({png.name})\n\n## Protocol\n\n" + _protocol(rows))
+            + markdown_table(rows) + f"\n![quality against speed]({png.name})\n\n## Protocol\n\n" + protocol_notes(rows))
     write_chart(rows, png, x)
     atomic_write_text(out, text)
     return out, png
