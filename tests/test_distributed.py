@@ -122,3 +122,85 @@ def test_bad_process_counts_are_one_sentence_and_write_nothing(argv, words, tmp_
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("genlab: error: ") and lines[0].endswith(".") and words in lines[0]
     assert not out.exists()
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *args]
+
+
+def _env(tmp_path) -> dict:
+    src = str(Path(genlab.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path)}
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RESTART_COUNT"):
+        env.pop(k, None)
+    return env
+
+
+def test_two_nodes_train_the_same_parameters_as_one(one_process, tmp_path):
+    """Two torchrun "machines" on this one (c10d rendezvous on 127.0.0.1, one process each), as the README's recipe."""
+    two = tmp_path / "two"
+    port = free_port()
+    logs = [tmp_path / f"node{rank}.log" for rank in (0, 1)]
+    nodes = [subprocess.Popen(_torchrun("--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+                                        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                                        "--rdzv-id", "genlab-test", "-m", "genlab", "train", *RUN, "--steps", "4",
+                                        "--out", str(two)),
+                              env=_env(tmp_path), stdout=open(logs[rank], "w"), stderr=subprocess.STDOUT)
+             for rank in (0, 1)]
+    try:
+        codes = [p.wait(timeout=180) for p in nodes]
+    finally:
+        for p in nodes:
+            p.kill()
+    assert codes == [0, 0], "\n".join(log.read_text()[-2000:] for log in logs)
+    for prefix in ("model.", "ema."):
+        assert max_difference(tensors(one_process, prefix), tensors(two, prefix)) < ATOL, prefix
+    assert losses(two) == pytest.approx(losses(one_process), rel=1e-6)
+
+
+def _worker(run: Path, local_rank: int) -> int | None:
+    """The pid of the training worker of ``run`` with LOCAL_RANK ``local_rank`` (not its launcher)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run).encode() in cmd and b"torch.distributed.run" not in cmd and f"LOCAL_RANK={local_rank}".encode() in env:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc (Linux)")
+def test_a_killed_worker_recovers_through_the_checkpoint(tmp_path):
+    """torchrun --max-restarts 1: a worker killed with SIGKILL mid-run; the restarted workers resume from the last
+    checkpoint and end on the parameters of an uninterrupted one-process run, with no log row twice."""
+    import signal
+    import time
+
+    steps = ["--steps", "60", "--checkpoint-every", "10"]
+    reference = tmp_path / "one"
+    assert main(["train", *RUN, *steps, "--out", str(reference)]) == 0
+    run = tmp_path / "run"
+    p = subprocess.Popen(_torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "--monitor-interval", "0.2",
+                                   "-m", "genlab", "train", *RUN, *steps, "--out", str(run)),
+                         env=_env(tmp_path), stdout=open(tmp_path / "torchrun.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not RunDir(run).checkpoints():
+            time.sleep(0.05)
+        pid = _worker(run, 1)
+        assert pid is not None, "no worker found"
+        os.kill(pid, signal.SIGKILL)
+        code = p.wait(timeout=300)
+    finally:
+        p.kill()
+    out = (tmp_path / "torchrun.log").read_text()
+    assert code == 0, out[-3000:]
+    assert "restarted by the launcher (restart 1); resuming" in out
+    assert RunDir(run).checkpoints()[-1][0] == 60
+    for prefix in ("model.", "ema."):
+        assert max_difference(tensors(reference, prefix), tensors(run, prefix)) < ATOL, prefix
+    rows = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, 61))  # the rows past the checkpoint were dropped and written again once

@@ -109,8 +109,10 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, digits):
     trainer = make_trainer(tiny_cfg(steps=5), tmp_path / "run", digits)
     with torch.no_grad():
         next(trainer.unwrapped.parameters()).fill_(float("nan"))
-    with pytest.raises(TrainingError, match="the loss became nan at step 0; lower train.lr"):
+    with pytest.raises(TrainingError, match=r"the loss became nan at step 1 \(its term 'mse' first\); lower train.lr") as e:
         trainer.fit()
+    assert "start again (no checkpoint was written yet)" in str(e.value)
+    assert not RunDir(tmp_path / "run").checkpoints()  # nothing trained on NaN weights reaches the disk
 
 
 def test_a_failed_checkpoint_write_leaves_nothing_behind(tmp_path, digits, monkeypatch):

@@ -53,3 +53,7 @@ class RunError(GenlabError):
 
 class TrainingError(GenlabError):
     """Training cannot go on (for example, the loss became NaN)."""
+
+
+class StorageError(GenlabError):
+    """The disk said no: full, read-only, or not ours to write (nothing half-written is left)."""

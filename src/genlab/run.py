@@ -26,7 +26,7 @@ import torch
 
 from genlab.config import RunConfig, from_dict
 from genlab.errors import ConfigError, GenlabError, RunError
-from genlab.io import atomic_write_text
+from genlab.io import atomic_write_text, storage_errno, storage_error
 from genlab.training.checkpoint import checkpoint_files, checkpoint_name, load_checkpoint, load_into
 
 # Version 1: the records of issues 2-6, where a bits/dim-only evaluation (and the evaluation at the end
@@ -150,6 +150,7 @@ class RunDir:
         if weights not in ("ema", "model"):
             raise ValueError(f"weights must be 'ema' or 'model', not {weights!r}")
         cfg = self.read_config()
+        check_model_size(cfg, "load")
         family = build_family(cfg)
         if self.is_export() and checkpoint is None:
             tensors, meta = _load_exported(self.model_path)
@@ -166,10 +167,16 @@ class RunDir:
     # ----- metrics -----------------------------------------------------------------------------
     def append_metrics(self, record: dict) -> dict:
         """Append one record to metrics.jsonl in the current schema; returns it as written."""
-        self.path.mkdir(parents=True, exist_ok=True)
         written = upgrade_record(record)
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(written) + "\n")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(written) + "\n")
+        except OSError as e:
+            code = storage_errno(e)
+            if code is None:
+                raise
+            raise storage_error(self.metrics_path, code) from None
         return written
 
     def records(self) -> list[dict]:
@@ -208,9 +215,16 @@ class RunDir:
             yield
             return
         created = [d for d in (self.path, *self.path.parents) if not d.exists()]  # leaf first
-        self.path.mkdir(parents=True, exist_ok=True)
         lock_path = self.path / self.LOCK
-        with open(lock_path, "a+") as f:
+        try:  # the first write of a training run: a read-only or full disk is said here, before any data is read
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(lock_path, "a+")  # closed by the with below
+        except OSError as e:
+            code = storage_errno(e)
+            if code is None:
+                raise
+            raise storage_error(self.path, code) from None
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -304,6 +318,42 @@ def family_class(name: str) -> Any:
         return lookup(name)
     except GenlabError as e:
         raise RunError(e.template.replace("unknown model family", "unknown model family in config.json")) from None
+
+
+# bytes of memory per parameter: to load (fp32 weights) and to train (weights, EMA, gradient, two AdamW moments)
+BYTES_PER_PARAMETER = {"load": 4, "train": 20}
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_size(cfg: RunConfig, purpose: str = "load") -> int | None:
+    """Refuse, in one sentence, a config whose model would not fit in this machine's memory, before it is built.
+
+    The family is built on the ``meta`` device (shapes only, no memory) to count its parameters; an
+    edited config.json with widths of 100000 is said here instead of the process being killed while
+    allocating. Returns the parameter count (None when the family cannot be built on ``meta``).
+    """
+    try:
+        with torch.device("meta"):
+            family = build_family(cfg)
+    except GenlabError:
+        raise
+    except Exception:  # noqa: BLE001 - a family that computes while it is built: measured when it is built for real
+        return None
+    n = sum(p.numel() for p in family.parameters())
+    need, have = n * BYTES_PER_PARAMETER[purpose], memory_bytes()
+    if have and need > have:
+        m = cfg.model
+        raise ConfigError(f"this config describes a {cfg.family} model of {n:.3g} parameters, which needs about "
+                          f"{need / 2**30:,.0f} GiB to {purpose} in fp32, more than this machine's {have / 2**30:.0f} GiB; "
+                          f"check its sizes ({{model.channels}} is {','.join(map(str, m.channels))}) in config.json or start a new run.")
+    return n
 
 
 def build_family(cfg: RunConfig) -> torch.nn.Module:

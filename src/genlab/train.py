@@ -36,7 +36,7 @@ from genlab.evaluate import (
     measure_quality,
 )
 from genlab.progress import fmt_seconds
-from genlab.run import RunDir, build_family
+from genlab.run import RunDir, build_family, check_model_size
 
 # what a resumed run may change: its training settings (e.g. the step count) and where its data lives
 RESUMABLE: dict[str, set[str] | None] = {"train": None, "data": {"root"}, "cyclegan": {"data_b_root"}}
@@ -89,6 +89,7 @@ def prepare(cfg: RunConfig, fresh: bool = True):
     cls = family_class(cfg.family)
     if hasattr(cls, "prepare_config"):
         cfg = cls.prepare_config(cfg)
+    check_model_size(cfg, "train")
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         family = build_family(cfg)
@@ -142,6 +143,8 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, progress: bool, say: Calla
     if not resume and run.exists():
         raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out.")
     tracking.require(cfg.train.log_with)  # a missing tracking package is said before the data is read
+    if cfg.data.shape:  # a resumed run's recorded config: an absurd edit is said before the data is read
+        check_model_size(cfg, "train")
     found = run.checkpoints() if resume else []
     ckpt = found[-1][1] if found else None
     t0 = time.perf_counter()

@@ -55,6 +55,14 @@ def main(argv=None) -> int:
             raise
         print(f"genlab: error: {e.render(FLAGS)}", file=sys.stderr)  # settings said as their flags
         return 2
+    except OSError as e:  # a write no genlab module caught: the disk's refusal is still one sentence
+        from genlab.io import storage_errno, storage_error
+
+        code = storage_errno(e)
+        if code is None or args.debug:
+            raise
+        print(f"genlab: error: {storage_error(e.filename or 'a file', code).render(FLAGS)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("genlab: interrupted; resume with --resume --out RUN", file=sys.stderr)
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def _config(args):
 
 
 def run(args) -> int:
+    from genlab.run import RunDir
     from genlab.train import prepare, train
     from genlab.training.launch import as_in_first_process, launch, launched_processes
     from genlab.training.trainer import check_batch
@@ -63,11 +65,15 @@ def run(args) -> int:
         if launched is not None and launched != args.processes:
             raise ConfigError(f"--processes {args.processes} differs from the {launched} processes accelerate launch or "
                               f"torchrun started; drop --processes when using a launcher.")
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts and not args.resume and args.out is not None and RunDir(args.out).exists():
+        # torchrun --max-restarts started this worker again after one failed: continue the run it was training
+        args.resume = True
+        print(f"genlab: restarted by the launcher (restart {restarts}); resuming {args.out} from its checkpoint")
     cfg = _config(args)
     run_dir = args.out or Path("runs") / f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if args.out is None and launched and launched > 1:
         run_dir = as_in_first_process(run_dir)  # the clock may have ticked between the processes
-    from genlab.run import RunDir
 
     if not args.resume and RunDir(run_dir).exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out.")

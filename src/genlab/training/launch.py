@@ -78,3 +78,30 @@ def _launch(config, argv: list[str], processes: int) -> int:
         else:
             os.environ["OMP_NUM_THREADS"] = old
     return 0
+
+
+def join_restarted_group() -> bool:
+    """In a worker that torchrun restarted (``TORCHELASTIC_RESTART_COUNT`` > 0), join the process group under a key
+    prefix of its own restart, before Accelerate would join it; returns whether it did.
+
+    torchrun's agent keeps one key-value store across restarts, so workers joining under the default prefix may
+    read the address a dead worker of the previous attempt left there and wait on it (gloo: "Connection refused"
+    until the timeout). The prefix makes each attempt meet only its own workers; Accelerate then uses the group.
+    """
+    import torch
+    import torch.distributed as dist
+
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if not restarts or not dist.is_available() or dist.is_initialized() or "MASTER_ADDR" not in os.environ:
+        return False
+    from datetime import timedelta
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_store and rank == 0, timeout=timedelta(minutes=10),
+                          multi_tenant=not agent_store)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, store=dist.PrefixStore(f"genlab/restart-{restarts}", store), rank=rank,
+                            world_size=world)
+    return True

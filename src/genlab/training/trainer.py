@@ -222,12 +222,22 @@ class Trainer:
         """Linear warm-up to the peak rate (default ``--lr``), then constant (DDPM)."""
         return (self.tc.lr if peak is None else peak) * min(1.0, (step + 1) / max(1, self.tc.warmup))
 
-    def update(self, name: str, loss: torch.Tensor) -> None:
-        """Back-propagate ``loss`` and step the optimiser ``name`` (clipped), then clear its gradients."""
+    def update(self, name: str, loss: torch.Tensor, terms: dict[str, torch.Tensor] | None = None) -> None:
+        """Back-propagate ``loss`` and step the optimiser ``name`` (clipped), then clear its gradients.
+
+        A NaN or inf loss stops training here, before it reaches the weights, with one sentence naming the step,
+        the first non-finite term of ``terms`` (else the optimiser's loss) and what to try; no checkpoint is
+        written, so the last one on disk is the last good one.
+        """
         if not torch.isfinite(loss):
+            bad = next((k for k, v in (terms or {}).items() if k != "loss" and not torch.isfinite(v.detach().float()).all()), None)
+            what = f"its term {bad!r}" if bad else (f"the {name} loss" if name else "the loss")
+            last = self.rundir.checkpoints()
+            resume = (f"resume from the last good checkpoint {last[-1][1].name}" if last
+                      else "start again (no checkpoint was written yet)")
             raise TrainingError(
-                f"the loss became {loss.item()} at step {self.step}; lower {{train.lr}} (now {self.tc.lr:g}) or use "
-                f"{{train.mixed_precision}} no, and --resume from the last checkpoint in {self.rundir.checkpoints_dir}."
+                f"the loss became {loss.item()} at step {self.step + 1} ({what} first); lower {{train.lr}} (now "
+                f"{self.tc.lr:g}) or use {{train.mixed_precision}} no, then {resume}."
             )
         optimizer = self.optimizers[name]
         self.accelerator.backward(loss)  # DDP averages the gradients over the processes' equal shards
@@ -334,7 +344,7 @@ class Trainer:
             else:
                 with acc.autocast():
                     terms = self.model(batch, self.noise_gen, **extra, **shard)
-                self.update("", terms["loss"].float().mean())
+                self.update("", terms["loss"].float().mean(), terms)
             self.step += 1
             self.ema.update(self.unwrapped, self.step)  # in every process (the same weights); main writes it
 
@@ -425,6 +435,10 @@ def _accelerator(mixed_precision: str, log_with: str = "none", run_dir: Path | N
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+
+    from genlab.training.launch import join_restarted_group
+
+    join_restarted_group()  # a worker torchrun restarted: meet only this attempt's workers
 
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
