@@ -80,3 +80,12 @@ def test_a_foreign_weights_file_is_refused(exported, tmp_path):
     save_file({"w": torch.zeros(1)}, str(fake / "model.safetensors"), metadata={"format": "something-else"})
     with pytest.raises(RunError, match="not a genlab export"):
         RunDir(fake).load()
+
+
+def test_the_demo_serves_an_exported_folder(exported):
+    from genlab.demo import Demo
+
+    demo = Demo([exported])
+    grid, info = demo.generate(str(exported), "ddim", 3, seed=0, n=2)
+    assert grid.ndim == 3 and "2 samples, ddim, 3 steps: 3 network evaluations each" in info
+    assert "step 4" in demo.summary(str(exported))
