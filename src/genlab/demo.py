@@ -137,11 +137,11 @@ class Demo:
                 f"{extra}. Here: {', '.join(can) or 'nothing to draw (this family draws no images)'}.")
 
     # ----- sampling ------------------------------------------------------------------------
-    def _spec(self, run: Loaded, n: int, sampler: str | None, steps: int | None, seed: int, guidance: float,
-              class_: str | None, prompt: str | None):
+    def _spec(self, run: Loaded, o: dict[str, Any], n: int, sampler: str | None, steps: int | None, seed: int,
+              guidance: float, class_: str | None, prompt: str | None):
+        """The SamplingSpec of a page's settings for ``run`` (its :meth:`options` ``o``), checked."""
         from genlab.evaluate import SamplingSpec
 
-        o = self.options(self.label(run.path)) if self.label(run.path) in self._loaded else None
         fam = run.family
         if not 1 <= n <= MAX_IMAGES:
             raise ConfigError(f"ask for 1 to {MAX_IMAGES} images, not {n}.")
@@ -152,7 +152,7 @@ class Demo:
             raise ConfigError(f"this {run.cfg.family} run is not text-conditioned, so it takes no prompt; clear the prompt.")
         labels = None
         if class_ not in (None, "", "all"):
-            if not (o or {}).get("classes"):
+            if not o["classes"]:
                 raise ConfigError(f"this {run.cfg.family} run is not class-conditional; set the class to 'all'.")
             try:
                 c = int(str(class_))
@@ -167,8 +167,8 @@ class Demo:
             raise ConfigError(f"the guidance must be at least 0, not {guidance:g}.")
         if sampler is not None and "sampler" not in fam.sample_options:
             sampler = None  # a one-pass family: its own way of drawing
-        return SamplingSpec(n=n, seed=int(seed), sampler=sampler, steps=steps if (o or {}).get("steps", True) else None,
-                            labels=labels, guidance=guidance or None if "guidance" in fam.sample_options else None,
+        return SamplingSpec(n=n, seed=int(seed), sampler=sampler, steps=steps if o["steps"] else None,
+                            labels=labels, guidance=(guidance or None) if o["guidance"] else None,
                             prompts=(prompt,) if prompt else None, default_sampler="ddim")
 
     def generate(self, label: str, sampler: str | None = "ddim", steps: int | None = None, seed: int = 0, n: int = 16,
@@ -189,7 +189,7 @@ class Demo:
                 check_sampler_options(sampler or "ddim", steps)
             except ValueError as e:
                 raise ConfigError(f"{e}.") from None
-        spec = self._spec(run, int(n), sampler, steps, seed, float(guidance or 0), class_, prompt)
+        spec = self._spec(run, o, int(n), sampler, steps, seed, float(guidance or 0), class_, prompt)
         with self._lock:
             x, protocol = draw_samples(run.family, run.cfg, spec, run.step)
         steps_said = f", {protocol['steps']} steps" if protocol["steps"] is not None else ""
@@ -203,9 +203,10 @@ class Demo:
         """x_t (odd rows) above the predicted x_0 (even rows) every ``every`` steps (0: about 8 columns), for
         ``n`` samples; the last column is the sample."""
         run = self.load(label)
-        if not self.options(label)["path"]:
+        o = self.options(label)
+        if not o["path"]:
             raise ConfigError(f"this {run.cfg.family} run has no denoising path; pick a diffusion run.")
-        spec = self._spec(run, int(n), sampler, steps, seed, float(guidance or 0), class_, prompt)
+        spec = self._spec(run, o, int(n), sampler, steps, seed, float(guidance or 0), class_, prompt)
         seen: list[dict] = []
 
         def keep(step: dict) -> None:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from genlab.errors import ConfigError, RunError
+from genlab.io import current_umask
 from genlab.run import MODEL_FILE, MODEL_FORMAT, RunDir
 
 CARD = "README.md"
@@ -35,7 +36,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, weights: str = "ema") -
     from safetensors.torch import save_file
 
     from genlab import __version__
-    from genlab.training.checkpoint import load_checkpoint
 
     run = RunDir(run_dir)
     if run.is_export():
@@ -44,8 +44,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, weights: str = "ema") -
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new folder to export into.")
     cfg, family, ckpt, step = run.load(weights=weights)  # the weights load into the model the config describes
-    tensors, _ = load_checkpoint(ckpt, prefix=f"{weights}.")
-    state = {k[len(weights) + 1:]: v.contiguous() for k, v in tensors.items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in family.state_dict().items()}  # what was loaded, strictly
     parameters = sum(p.numel() for p in family.parameters())
     records = run.records()
     meta = {"format": MODEL_FORMAT, "family": cfg.family, "step": str(step), "weights": weights,
@@ -59,8 +58,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, weights: str = "ema") -
         save_file(state, str(staging / MODEL_FILE), metadata=meta)
         (staging / CARD).write_text(card)
         for f in staging.iterdir():  # as any other file here (safetensors writes 0600, mkdtemp makes 0700)
-            os.chmod(f, 0o666 & ~_umask())
-        os.chmod(staging, 0o777 & ~_umask())
+            os.chmod(f, 0o666 & ~current_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         if out.is_dir():
             out.rmdir()  # the empty folder it replaces
         os.replace(staging, out)
@@ -69,12 +68,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, weights: str = "ema") -
         raise
     size = sum(p.stat().st_size for p in out.iterdir())
     return {"dir": out, "step": step, "parameters": parameters, "bytes": size, "figures": figures}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _yaml_value(v) -> str:

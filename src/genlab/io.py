@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -33,7 +34,19 @@ def storage_errno(e: BaseException) -> int | None:
     return code if code in STORAGE_ERRNOS else None
 
 
-def _umask() -> int:
+@contextlib.contextmanager
+def refused_writes(path: str | os.PathLike[str]):
+    """Inside: a write the disk refuses (full, read-only, not ours) becomes :func:`storage_error` naming ``path``."""
+    try:
+        yield
+    except Exception as e:
+        code = storage_errno(e)
+        if code is None:
+            raise
+        raise storage_error(path, code) from None
+
+
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -43,21 +56,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``; a disk that refuses (full,
     read-only) is a StorageError in one sentence, and the temporary file is removed."""
     path = Path(path)
-    tmp = None
-    try:
+    with refused_writes(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any other file
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
+        try:
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; the result should look like any other file
+            os.replace(tmp, path)
+        except BaseException:
             Path(tmp).unlink(missing_ok=True)
-        code = storage_errno(e) if isinstance(e, Exception) else None
-        if code is not None:
-            raise storage_error(path, code) from None
-        raise
+            raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from genlab.config import RunConfig, from_dict
 from genlab.errors import ConfigError, GenlabError, RunError
-from genlab.io import atomic_write_text, storage_errno, storage_error
+from genlab.io import atomic_write_text, refused_writes
 from genlab.training.checkpoint import checkpoint_files, checkpoint_name, load_checkpoint, load_into
 
 # Version 1: the records of issues 2-6, where a bits/dim-only evaluation (and the evaluation at the end
@@ -168,15 +168,10 @@ class RunDir:
     def append_metrics(self, record: dict) -> dict:
         """Append one record to metrics.jsonl in the current schema; returns it as written."""
         written = upgrade_record(record)
-        try:
+        with refused_writes(self.metrics_path):
             self.path.mkdir(parents=True, exist_ok=True)
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(written) + "\n")
-        except OSError as e:
-            code = storage_errno(e)
-            if code is None:
-                raise
-            raise storage_error(self.metrics_path, code) from None
         return written
 
     def records(self) -> list[dict]:
@@ -216,14 +211,9 @@ class RunDir:
             return
         created = [d for d in (self.path, *self.path.parents) if not d.exists()]  # leaf first
         lock_path = self.path / self.LOCK
-        try:  # the first write of a training run: a read-only or full disk is said here, before any data is read
+        with refused_writes(self.path):  # a training run's first write: a read-only or full disk is said before any data is read
             self.path.mkdir(parents=True, exist_ok=True)
             f = open(lock_path, "a+")  # closed by the with below
-        except OSError as e:
-            code = storage_errno(e)
-            if code is None:
-                raise
-            raise storage_error(self.path, code) from None
         with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

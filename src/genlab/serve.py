@@ -48,9 +48,15 @@ def _mask(editor) -> Any:
 
     if not editor or not editor.get("layers"):
         return None
-    masks = [np.asarray(layer)[..., 3] > 0 if np.asarray(layer).ndim == 3 and np.asarray(layer).shape[2] == 4
-             else np.asarray(layer).astype(bool) for layer in editor["layers"] if layer is not None]
+    layers = [np.asarray(layer) for layer in editor["layers"] if layer is not None]
+    masks = [a[..., 3] > 0 if a.ndim == 3 and a.shape[2] == 4 else a.astype(bool) for a in layers]
     return np.logical_or.reduce(masks) if masks else None
+
+
+def _image_tab(gr, index_label: str, upload_label: str, button: str, out_label: str) -> tuple:
+    """The controls of a tab that works on one image: a test-image index or an upload, its button, the result and its account."""
+    return (gr.Number(0, label=index_label, precision=0), gr.Image(type="numpy", label=upload_label),
+            gr.Button(button, variant="primary"), gr.Image(label=out_label, type="numpy", format="png"), gr.Markdown())
 
 
 def build_app(demo: Demo):
@@ -136,18 +142,13 @@ def build_app(demo: Demo):
             out_inp = gr.Image(label="input, mask, masked input, completions", type="numpy", format="png")
             info_inp = gr.Markdown()
         with gr.Tab("Super-resolution"):
-            sr_index = gr.Number(0, label="test image (downsampled, then upscaled)", precision=0)
-            sr_image = gr.Image(type="numpy", label="or upload a full-size image")
-            go_sr = gr.Button("Upscale", variant="primary")
-            out_sr = gr.Image(label="low resolution, bicubic, model, truth", type="numpy", format="png")
-            info_sr = gr.Markdown()
+            sr_index, sr_image, go_sr, out_sr, info_sr = _image_tab(
+                gr, "test image (downsampled, then upscaled)", "or upload a full-size image", "Upscale",
+                "low resolution, bicubic, model, truth")
         with gr.Tab("Translate"):
             direction = gr.Radio(["a2b", "b2a"], value="a2b", label="direction")
-            tr_index = gr.Number(0, label="test image of the input domain", precision=0)
-            tr_image = gr.Image(type="numpy", label="or upload an image")
-            go_tr = gr.Button("Translate", variant="primary")
-            out_tr = gr.Image(label="input, translation, the way back", type="numpy", format="png")
-            info_tr = gr.Markdown()
+            tr_index, tr_image, go_tr, out_tr, info_tr = _image_tab(
+                gr, "test image of the input domain", "or upload an image", "Translate", "input, translation, the way back")
         with gr.Tab("Report"):
             go_rep = gr.Button("Report of the served runs", variant="primary")
             table = gr.Markdown()

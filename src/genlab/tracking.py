@@ -28,12 +28,13 @@ _NOT_SCALARS = {"step", "schema", "seed", "n", "bpd_n", "steps", "nfe_per_step",
 
 
 def require(name: str) -> None:
-    """A ConfigError if ``name`` is no tracker or its package is not installed (said before any data is read)."""
+    """A ConfigError if the package of tracker ``name`` is not installed (said before any data is read).
+
+    Whether ``name`` is a tracker at all is the config's check (:func:`genlab.config.validate`).
+    """
     from genlab.errors import ConfigError
 
-    if name not in TRACKERS:
-        raise ConfigError(f"unknown {{train.log_with}} {name!r}; choose one of {', '.join(TRACKERS)}.")
-    if name == "none":
+    if name not in _PACKAGES:
         return
     module, package = _PACKAGES[name]
     if importlib.util.find_spec(module) is None:

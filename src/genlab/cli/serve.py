@@ -23,16 +23,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from genlab.run import RunDir
-
     if importlib.util.find_spec("gradio") is None:
         raise ConfigError("genlab serve needs Gradio, which is not installed; pip install 'genlab[demo]'.")
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must lie in 1..65535, not {args.port}.")
-    for r in args.runs:
-        RunDir(r).read_config()  # a folder that is not a run: one sentence before the server starts
     dev = str(device(args))
-    from genlab.serve import serve
+    from genlab.serve import serve  # its Demo reads every run first: a folder that is not one is said before serving
 
     print(f"genlab: serving {len(args.runs)} run(s) on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     try:
