@@ -109,6 +109,12 @@ def main():
                 torch.nn.functional.mse_loss(pred.float(), x0).backward()
             opt.zero_grad(set_to_none=True)
             gflop = counter.get_total_flops() / 1e9
+        else:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:  # one evaluation
+                eager(x0, t_eval)
+            gflop = counter.get_total_flops() / 1e9
         print(json.dumps({"peer": f"diffusers {diffusers.__version__}", "config": config, "mode": args.mode,
                           "gflop_per_step": gflop, "batch": args.batch, **timing, "images_per_s": args.batch / median,
                           "ms": median * 1e3, "parameters": sum(q.numel() for q in net.parameters()),

@@ -194,6 +194,23 @@ def test_digits_measure_attributes(digits):
     assert attribute_thresholds("digits") is attribute_thresholds("digits-captions")  # one cached copy
 
 
+def test_size_is_the_bounding_box_area_to_a_fraction_of_a_pixel():
+    """Each edge of the box sits where the line maximum crosses half the levels (K/2 = 128), linearly between
+    the outermost line at or above it and the line beyond; the area is height times width."""
+    from genlab.data.captions import _area, _extent
+
+    half, e = 128.0, (255 - 128) / 255  # one full edge line adds e of a pixel
+    x = torch.zeros(3, 1, 28, 28, dtype=torch.uint8)
+    x[:, 0, 5:10, 3:11] = 255  # rows 5..9, columns 3..10
+    x[1, 0, 4, 3:11] = 192  # a row above at 3/4: the top edge moves to row 4 plus (192 - 128) / 192
+    x[2, 0, 5:10, 11] = 128  # a column exactly at half on the right: its edge adds nothing
+    h, w = _extent(x, 256, 2), _extent(x, 256, 3)
+    assert h.tolist() == pytest.approx([4 + 2 * e, 5 + (192 - half) / 192 + e, 4 + 2 * e])
+    assert w.tolist() == pytest.approx([7 + 2 * e, 7 + 2 * e, 8 + e])
+    assert torch.equal(_area(x, 256), h * w)
+    assert _area(torch.zeros(1, 1, 28, 28, dtype=torch.uint8), 256).item() == 0.0  # no ink, no box
+
+
 def test_no_such_option_or_dataset():
     with pytest.raises(DataError, match="no option 'download'"):
         load_dataset("digits-captions", download=False)

@@ -8,17 +8,17 @@ attribute     values                  how
 ============  ======================  ==================================================
 thickness     thin / normal / thick   ink mass (sum of pixel values) against the per-class
                                       terciles of the base TRAIN split
-size          small / normal / large  bounding-box height (rows whose max is at least half
-                                      the levels; each edge placed to a fraction of a row
-                                      where the row max crosses half) against the per-class
-                                      terciles
+size          small / normal / large  bounding-box area, height x width (rows and columns
+                                      whose max is at least half the levels; each edge
+                                      placed to a fraction of a pixel where the line max
+                                      crosses half) against the per-class terciles
 position      left / centre / right   a horizontal shift put into the image: MNIST and
                                       Fashion-MNIST by -4, 0, +4 px (zero fill, 28x28);
                                       digits placed in a 12x12 canvas at row 2, column 0, 2, 4
 ============  ======================  ==================================================
 
 A value below the lower tercile is 0, above the upper one 2, else 1 (so ties, common in
-the integer heights, count as normal). :func:`measure_attributes` measures all three on
+whole-pixel extents, count as normal). :func:`measure_attributes` measures all three on
 any images (position as the ink's centre-of-mass column against the image centre plus
 the class's median offset on the base train split, ``+-2`` px for 28 wide, ``+-1`` for
 12 wide), so generated samples can be scored the same way; on the captioned test
@@ -154,9 +154,9 @@ class AttributeThresholds:
     """Per-class terciles of the base train split and the position margin (see the module docstring)."""
 
     thickness: torch.Tensor  # float64 [num_classes, 2]: ink mass terciles, in summed levels
-    size: torch.Tensor  # float64 [num_classes, 2]: bounding-box height terciles, in rows (see _height)
+    size: torch.Tensor  # float64 [num_classes, 2]: bounding-box area terciles, in square px (see _area)
     centre: torch.Tensor  # float64 [num_classes]: median centre-of-mass column - (W-1)/2 of each class, in px
-    levels: int  # K of the images (a row counts for the height when its max is >= K/2)
+    levels: int  # K of the images (a row or column counts for the box when its max is >= K/2)
     position_px: float  # |centre-of-mass column - (W-1)/2 - centre[class]| beyond this is left or right
 
 
@@ -177,14 +177,16 @@ def _column_offset(ink: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, com - (ink.shape[1] - 1) / 2, 0.0)
 
 
-def _height(images: torch.Tensor, levels: int) -> torch.Tensor:
-    """Bounding-box height in rows at half the levels, to a fraction of a row ([N] float64, 0 without ink).
+def _extent(images: torch.Tensor, levels: int, dim: int) -> torch.Tensor:
+    """Bounding-box extent along rows (``dim=2``) or columns (``dim=3``) at half the levels, to a fraction of a
+    pixel ([N] float64, 0 without ink).
 
-    The rows whose max reaches K/2 span rows ``first..last``; each edge moves out by where the row maximum
-    crosses K/2 between that row and the next one out (linear, zero beyond the image), so that heights are
+    The lines whose max reaches K/2 span lines ``first..last``; each edge moves out by where the line maximum
+    crosses K/2 between that line and the next one out (linear, zero beyond the image), so that extents are
     not whole numbers: MNIST's digits are scaled to 20 rows, and whole rows would tie most of them.
     """
-    r = images.amax(dim=(1, 3)).to(torch.float64)  # [N, H] row maxima
+    other = 3 if dim == 2 else 2
+    r = images.amax(dim=(1, other)).to(torch.float64)  # [N, L] line maxima
     n, h = r.shape
     half = levels / 2
     rows = r >= half
@@ -192,10 +194,15 @@ def _height(images: torch.Tensor, levels: int) -> torch.Tensor:
     last = h - 1 - rows.flip(1).to(torch.int8).argmax(dim=1)
     padded = torch.nn.functional.pad(r, (1, 1))  # padded[:, j + 1] = r[:, j]
     i = torch.arange(n)
-    v_top, out_top = r[i, first], padded[i, first]  # out_top = the row above first (< K/2)
+    v_top, out_top = r[i, first], padded[i, first]  # out_top = the line before first (< K/2)
     v_bot, out_bot = r[i, last], padded[i, last + 2]
-    height = (last - first) + (v_top - half) / (v_top - out_top) + (v_bot - half) / (v_bot - out_bot)
-    return torch.where(rows.any(dim=1), height, 0.0)
+    extent = (last - first) + (v_top - half) / (v_top - out_top) + (v_bot - half) / (v_bot - out_bot)
+    return torch.where(rows.any(dim=1), extent, 0.0)
+
+
+def _area(images: torch.Tensor, levels: int) -> torch.Tensor:
+    """Bounding-box area, height times width (see :func:`_extent`), in square pixels ([N] float64)."""
+    return _extent(images, levels, 2) * _extent(images, levels, 3)
 
 
 def _terciles(x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -221,7 +228,7 @@ def thresholds_from(train: ImageDataset, position_px: float) -> AttributeThresho
     centre = torch.stack([offset[labels == c].median() if (labels == c).any() else offset.new_zeros(())
                           for c in range(k)])
     return AttributeThresholds(thickness=_terciles(ink.sum(dim=1), labels, k),
-                               size=_terciles(_height(train.images, train.info.levels), labels, k),
+                               size=_terciles(_area(train.images, train.info.levels), labels, k),
                                centre=centre, levels=train.info.levels, position_px=position_px)
 
 
@@ -240,7 +247,7 @@ def measure_attributes(images: torch.Tensor, labels: torch.Tensor,
     m = thresholds.position_px
     position = torch.where(offset < -m, 0, torch.where(offset > m, 2, 1)).to(torch.int64)
     return {"thickness": _tercile_class(ink.sum(dim=1), labels, thresholds.thickness),
-            "size": _tercile_class(_height(images, thresholds.levels), labels, thresholds.size),
+            "size": _tercile_class(_area(images, thresholds.levels), labels, thresholds.size),
             "position": position}
 
 
