@@ -29,12 +29,11 @@ from train_throughput import (
     HERE,
     Path,
     add_shape_args,
-    cpu_name,
     describe_shape,
-    matmul_peak_gflops,
     run_json,
     shape_args,
     time_steps,
+    yardstick,
 )
 
 
@@ -78,16 +77,8 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    from genlab.precision import native_bf16
-
-    native, why = native_bf16("cpu")
-    peak = {d: matmul_peak_gflops(d) for d in (("float32", "bfloat16") if native else ("float32",))}
-    best_dtype = max(peak, key=lambda d: peak[d])
-    peak_name = {"float32": "fp32", "bfloat16": "bf16"}[best_dtype]
     print(describe_shape(args) + " evaluations")
-    print(f"{cpu_name()}: 2048^3 matmul {peak['float32']:.0f} GFLOP/s in fp32, "
-          + (f"{peak['bfloat16']:.0f} in bf16" if native else f"bf16 skipped ({why})")
-          + f" (the fraction of peak below is against the {peak_name} figure)")
+    native, peak, peak_name = yardstick()
     rows = []
     for config in ("fp32",) + (("bf16",) if native else ()) + (("compiled",) if args.compile else ()):
         rows += run_json([sys.executable, __file__, "--worker", config, *shape_args(args), "--steps", str(args.steps),
@@ -107,7 +98,7 @@ def main():
     for r in rows:
         gflop = r.get("gflop_per_eval") or r.get("gflop_per_step") or 0
         print(f"  {r.get('library') or r.get('peer'):18s} {r['config']:13s} {r['parameters'] / 1e6:6.2f}M {gflop:10.1f} "
-              f"{r['ms']:8.1f} {100 * gflop / (r['ms'] / 1e3) / peak[best_dtype]:10.1f}% "
+              f"{r['ms']:8.1f} {100 * gflop / (r['ms'] / 1e3) / peak:10.1f}% "
               f"{r['first_step_s']:10.1f} {r['peak_rss_mib']:12.0f}")
     ours = min((r for r in rows if r.get("library")), key=lambda r: r["ms"])
     peers = [r for r in rows if r.get("peer")]

@@ -118,6 +118,23 @@ def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 10) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+def yardstick() -> tuple[bool, float, str]:
+    """Measure and print this CPU's matmul peak: (native bf16?, GFLOP/s of the faster dtype, its name).
+
+    Without native bf16 a bf16 matmul runs at a few GFLOP/s (minutes for this yardstick): not measured there.
+    """
+    from genlab.precision import native_bf16
+
+    native, why = native_bf16("cpu")
+    peak = {d: matmul_peak_gflops(d) for d in (("float32", "bfloat16") if native else ("float32",))}
+    best_dtype = max(peak, key=lambda d: peak[d])
+    peak_name = {"float32": "fp32", "bfloat16": "bf16"}[best_dtype]
+    print(f"{cpu_name()}: 2048^3 matmul {peak['float32']:.0f} GFLOP/s in fp32, "
+          + (f"{peak['bfloat16']:.0f} in bf16" if native else f"bf16 not measured ({why})")
+          + f" (the fraction of peak below is against the {peak_name} figure)")
+    return native, peak[best_dtype], peak_name
+
+
 def cpu_name() -> str:
     try:
         return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -254,16 +271,7 @@ def main():
     if args.worker:
         return worker(args)
     print(describe_shape(args) + " steps")
-    from genlab.precision import native_bf16
-
-    native, why = native_bf16("cpu")
-    # without native bf16 a bf16 matmul runs at a few GFLOP/s (minutes for this yardstick): not measured there
-    peak = {d: matmul_peak_gflops(d) for d in (("float32", "bfloat16") if native else ("float32",))}
-    best_dtype = max(peak, key=lambda d: peak[d])
-    peak_name = {"float32": "fp32", "bfloat16": "bf16"}[best_dtype]
-    print(f"{cpu_name()}: 2048^3 matmul {peak['float32']:.0f} GFLOP/s in fp32, "
-          + (f"{peak['bfloat16']:.0f} in bf16" if native else f"bf16 not measured ({why})")
-          + f" (the fraction of peak below is against the {peak_name} figure)")
+    _, peak, peak_name = yardstick()
     for batch in [args.batch] + [b for b in args.memory if b != args.batch]:
         rows = genlab_rows(args, batch)
         if args.peer == "diffusers":
@@ -276,7 +284,7 @@ def main():
             growth = f"{r['rss_warm_mib']:.0f}->{r['rss_end_mib']:.0f}" if r.get("rss_warm_mib") else ""
             gflop = r.get("gflop_per_step") or 0
             print(f"  {lib:18s} {r['config']:12s} {r['parameters'] / 1e6:6.2f}M {gflop:10.1f} {r['images_per_s']:9.1f} "
-                  f"{r['seconds'] * 1e3:8.0f} {100 * gflop / r['seconds'] / peak[best_dtype]:10.1f}% "
+                  f"{r['seconds'] * 1e3:8.0f} {100 * gflop / r['seconds'] / peak:10.1f}% "
                   f"{r['first_step_s']:10.1f} {r['peak_rss_mib']:12.0f} {growth:>14s}")
         ours = max((r for r in rows if r.get("library") == "genlab"), key=lambda r: r["images_per_s"])
         fp32 = next(r for r in rows if r.get("library") == "genlab" and r["config"] == "fp32")

@@ -82,7 +82,8 @@ class AttentionBlock(nn.Module):
     SDPA's flash kernel, which never holds the [HW, HW] matrix; its CPU kernel needs the
     last dimension contiguous and otherwise falls back to the explicit math. At 14x14, 64
     images in fp32, flash is 2.2x the explicit form (20 against 44 ms) and the U-Net's
-    evaluation 1.15x (``benchmarks/sample_latency.py``). The two agree to float rounding.
+    evaluation 1.15x (both timed in one process, alternating the forms; the whole evaluation
+    against diffusers' in ``benchmarks/sample_latency.py``). The two agree to float rounding.
     """
 
     explicit_max_tokens = 1024
