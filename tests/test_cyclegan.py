@@ -1,4 +1,4 @@
-"""CycleGAN (genlab.cyclegan): the losses and the history buffer against their definitions, a toy map recovered,
+"""CycleGAN (genlab.gan.cyclegan): the losses and the history buffer against their definitions, a toy map recovered,
 the common space of two datasets, exact resume, and ``genlab sample --translate``."""
 
 import dataclasses
@@ -12,7 +12,11 @@ from torch import nn
 from conftest import TINY
 from genlab.cli import main
 from genlab.config import resolve
-from genlab.cyclegan import (
+from genlab.data import load_dataset
+from genlab.errors import ConfigError
+from genlab.gan import discriminator_loss as gan_discriminator_loss
+from genlab.gan import generator_loss as gan_generator_loss
+from genlab.gan.cyclegan import (
     CycleGAN,
     ImagePool,
     class_kept,
@@ -23,11 +27,7 @@ from genlab.cyclegan import (
     identity_loss,
     to_common,
 )
-from genlab.cyclegan.nets import PointTranslator, build_nets
-from genlab.data import load_dataset
-from genlab.errors import ConfigError
-from genlab.gan import discriminator_loss as gan_discriminator_loss
-from genlab.gan import generator_loss as gan_generator_loss
+from genlab.gan.cyclegan.nets import PointTranslator, build_nets
 from genlab.metrics.features import load_feature_network
 from genlab.nets.dcgan import MLPDiscriminator
 from genlab.run import build_family
@@ -328,7 +328,7 @@ def test_resume_from_the_command_line_keeps_domain_b(cyclegan_run, tmp_path, cap
 
 def test_the_translation_measure_of_the_identity_map_is_the_identity_rows(digits):
     """G = F = id between the digits and themselves: each direction's model row equals its identity row."""
-    from genlab.cyclegan.metrics import measure_translation
+    from genlab.gan.cyclegan.metrics import measure_translation
 
     family = CycleGAN(nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity(), (1, 8, 8), 17,
                       sources={"a": ("digits", None, {}), "b": ("digits", None, {"classes": "3,5"})})

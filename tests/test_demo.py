@@ -87,7 +87,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(run_dir):
     pytest.importorskip("gradio", reason="genlab serve needs genlab[demo]")
-    from genlab.serve import serve
+    from genlab.demo.app import serve
 
     port = _free_port()
     app = serve([run_dir], port=port, block=False)

@@ -11,8 +11,9 @@ import torch
 from genlab.cli import main
 from genlab.diffusion.process import GaussianDiffusion
 from genlab.diffusion.schedules import make_betas
-from genlab.figures import FIGURES
-from genlab.figures.diffusion1d import (
+from genlab.gan import mode_coverage
+from genlab.viz.figures import FIGURES
+from genlab.viz.figures.diffusion1d import (
     DATA,
     Mixture1D,
     fit_gaussian,
@@ -21,9 +22,8 @@ from genlab.figures.diffusion1d import (
     gaussian_posterior,
     reverse_conditional,
 )
-from genlab.figures.families import eight_gaussians, recall_steps
-from genlab.figures.noising import radial_power
-from genlab.gan import mode_coverage
+from genlab.viz.figures.families import eight_gaussians, recall_steps
+from genlab.viz.figures.noising import radial_power
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

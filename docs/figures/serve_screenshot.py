@@ -16,7 +16,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from genlab.serve import serve
+from genlab.demo.app import serve
 
 
 def main(runs: list[str], out: str) -> None:

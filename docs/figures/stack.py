@@ -1,5 +1,6 @@
 """Stack PNG grids vertically (white gap), scale up with nearest neighbour: python stack.py OUT SCALE IN..."""
 import sys
+
 from PIL import Image
 
 out, scale, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]

@@ -39,7 +39,7 @@ BUILTIN: dict[str, str] = {
     "ae": "genlab.vae.autoencoder",
     "vae": "genlab.vae.model",
     "gan": "genlab.gan.model",
-    "cyclegan": "genlab.cyclegan.model",
+    "cyclegan": "genlab.gan.cyclegan.model",
     "rbm": "genlab.energy.family",
     "dbn": "genlab.energy.family",
     "clip": "genlab.clip.model",

@@ -108,11 +108,11 @@ def translate(args, cfg, family, step: int) -> int:
 
 
 def evaluate(args, cfg, family, step: int) -> int:
-    """``genlab eval`` of a translating run: :func:`genlab.cyclegan.metrics.measure_translation` (--limit, --seed)."""
+    """``genlab eval`` of a translating run: :func:`genlab.gan.cyclegan.metrics.measure_translation` (--limit, --seed)."""
     import json
 
-    from genlab.cyclegan.metrics import measure_translation
     from genlab.evaluate import autocast
+    from genlab.gan.cyclegan.metrics import measure_translation
     from genlab.run import RunDir
 
     if args.metrics.strip().lower() not in ("bpd", "translation"):  # bpd: the command's default, not asked for

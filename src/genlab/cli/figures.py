@@ -1,4 +1,4 @@
-"""``genlab figures NAME [NAME ...] --out DIR``: the lecture notes' figures, each drawn from the math (genlab.figures)."""
+"""``genlab figures NAME [NAME ...] --out DIR``: the lecture notes' figures, each drawn from the math (genlab.viz.figures)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from genlab.errors import ConfigError
 
-# genlab.figures.FIGURES's names, here so that building the parser imports no torch (a test keeps them equal)
+# genlab.viz.figures.FIGURES's names, here so that building the parser imports no torch (a test keeps them equal)
 NAMES = ("marginals", "kernel", "posterior", "frequency", "weighting", "mode-collapse", "hopfield", "trilemma")
 # flag -> the keyword of the figure functions that take it
 OPTIONS = {"--data-dir": "data_dir", "--runs": "runs", "--steps": "steps", "--seed": "seed", "--schedule": "schedule",
@@ -57,7 +57,7 @@ def _check(args, names: list[str], given: dict) -> None:
 
 
 def run(args) -> int:
-    from genlab.figures import FIGURES, headline
+    from genlab.viz.figures import FIGURES, headline
 
     names = list(dict.fromkeys(args.names))
     unknown = [n for n in names if n not in FIGURES and n != "all"]

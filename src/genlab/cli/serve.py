@@ -28,7 +28,7 @@ def run(args) -> int:
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must lie in 1..65535, not {args.port}.")
     dev = str(device(args))
-    from genlab.serve import serve  # its Demo reads every run first: a folder that is not one is said before serving
+    from genlab.demo.app import serve  # its Demo reads every run first: a folder that is not one is said before serving
 
     print(f"genlab: serving {len(args.runs)} run(s) on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     try:

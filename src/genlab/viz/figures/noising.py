@@ -1,7 +1,7 @@
 """What noising does to images and what each weighting of the loss asks for: the spectrum and weighting figures.
 
 Time is the paper's step (t = 0 the data, alpha_bar_0 = 1; genlab's index is t - 1, see
-:mod:`genlab.figures.diffusion1d`). Images are in model space [-1, 1]
+:mod:`genlab.viz.figures.diffusion1d`). Images are in model space [-1, 1]
 (:func:`genlab.data.transforms.to_model`).
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from genlab.diffusion.process import DEFAULT_WEIGHTING_GAMMA, GaussianDiffusion
-from genlab.figures.common import pyplot, save
+from genlab.viz.figures.common import pyplot, save
 
 SCHEDULES = ("linear", "cosine")
 

@@ -6,7 +6,7 @@ with a forward hook, wall time). What a run can do is read from its family's dec
 capabilities (:mod:`genlab.family`) and the sampler registry, never from a list of family names.
 A user's mistake is a :class:`~genlab.errors.GenlabError` in one sentence; the page shows it.
 
-The page itself (Gradio) is :mod:`genlab.serve`; this module imports no web library, so it is
+The page itself (Gradio) is :mod:`genlab.demo.app`; this module imports no web library, so it is
 tested directly as well as through the page.
 """
 

@@ -26,7 +26,7 @@ import torch
 
 from genlab.diffusion.process import GaussianDiffusion
 from genlab.errors import ConfigError
-from genlab.figures.common import pyplot, save
+from genlab.viz.figures.common import pyplot, save
 
 
 @dataclass(frozen=True)

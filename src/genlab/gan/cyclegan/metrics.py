@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from genlab.cyclegan.domains import model_floats, to_common
+from genlab.gan.cyclegan.domains import model_floats, to_common
 
 
 def class_kept(family, images: torch.Tensor, labels: torch.Tensor, fnet, batch_size: int = 256) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from genlab.errors import ConfigError
-from genlab.figures.common import pyplot, save
+from genlab.viz.figures.common import pyplot, save
 
 GAN_LOSSES = ("minimax", "ns", "wgan-gp")
 GAN_LABELS = {"minimax": "saturating minimax", "ns": "non-saturating", "wgan-gp": "WGAN-GP"}

@@ -1,7 +1,7 @@
 """Unpaired image-to-image translation: the CycleGAN family, its losses, history buffer and measures."""
 
-from genlab.cyclegan.domains import to_common
-from genlab.cyclegan.losses import (
+from genlab.gan.cyclegan.domains import to_common
+from genlab.gan.cyclegan.losses import (
     ADVERSARIAL_LOSSES,
     ImagePool,
     cycle_loss,
@@ -9,8 +9,8 @@ from genlab.cyclegan.losses import (
     generator_loss,
     identity_loss,
 )
-from genlab.cyclegan.metrics import class_kept, cycle_error, translation_metrics
-from genlab.cyclegan.model import CycleGAN
+from genlab.gan.cyclegan.metrics import class_kept, cycle_error, translation_metrics
+from genlab.gan.cyclegan.model import CycleGAN
 
 __all__ = [
     "ADVERSARIAL_LOSSES",

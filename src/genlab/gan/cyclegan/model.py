@@ -3,8 +3,8 @@
 Notation (the paper's, with X = A and Y = B): ``net`` = G: A -> B (what a sample evaluates),
 ``inverse`` = F: B -> A, ``disc_a`` = D_A (real A against F(y)), ``disc_b`` = D_B (real B
 against G(x)); ``pool_a`` and ``pool_b`` the history buffers of F's and G's translations. The
-losses are in :mod:`genlab.cyclegan.losses`, the common space (B's size and channels) in
-:mod:`genlab.cyclegan.domains`.
+losses are in :mod:`genlab.gan.cyclegan.losses`, the common space (B's size and channels) in
+:mod:`genlab.gan.cyclegan.domains`.
 
 One Trainer step (the paper's code, ``CycleGANModel.optimize_parameters``): translate both ways,
 update G and F together on L_GAN(G, D_B) + L_GAN(F, D_A) + lambda L_cyc (+ the identity loss),
@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from genlab.config import RunConfig
-from genlab.cyclegan.domains import check_domain_b, model_floats, to_common
-from genlab.cyclegan.losses import ImagePool, cycle_loss, discriminator_loss, generator_loss, identity_loss
-from genlab.cyclegan.nets import build_nets
 from genlab.data import load_dataset
 from genlab.data.transforms import from_model
 from genlab.errors import ConfigError
 from genlab.family import batched_draw, register_family
+from genlab.gan.cyclegan.domains import check_domain_b, model_floats, to_common
+from genlab.gan.cyclegan.losses import ImagePool, cycle_loss, discriminator_loss, generator_loss, identity_loss
+from genlab.gan.cyclegan.nets import build_nets
 from genlab.training.trainer import batch_indices
 
 DIRECTIONS = ("a2b", "b2a")

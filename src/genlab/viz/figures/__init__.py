@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from genlab.figures.diffusion1d import forward_1d, kernel, posterior
-from genlab.figures.families import hopfield, mode_collapse, trilemma
-from genlab.figures.noising import spectrum, weighting
+from genlab.viz.figures.diffusion1d import forward_1d, kernel, posterior
+from genlab.viz.figures.families import hopfield, mode_collapse, trilemma
+from genlab.viz.figures.noising import spectrum, weighting
 
 FIGURES: dict[str, Callable[..., dict]] = {"marginals": forward_1d, "kernel": kernel, "posterior": posterior, "frequency": spectrum,
                                            "weighting": weighting, "mode-collapse": mode_collapse, "hopfield": hopfield, "trilemma": trilemma}

@@ -1,7 +1,7 @@
 """The two domains of an unpaired translation in one common space: B's size and channels.
 
 Domain A (``--data``) is what the Trainer batches; domain B (``--data-b``) is loaded by the
-family itself (:meth:`genlab.cyclegan.CycleGAN.domain_batch`), so a run needs no second data
+family itself (:meth:`genlab.gan.cyclegan.CycleGAN.domain_batch`), so a run needs no second data
 path through the Trainer and resumes exactly: the B batch of step s is rows
 ``batch_indices(len(B), batch, seed + 1, s)`` of B's training split, a function of (seed, s).
 

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from genlab.demo import MAX_IMAGES, Demo, _message
+from genlab.demo.actions import MAX_IMAGES, Demo, _message
 from genlab.errors import GenlabError
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: nothing leaves the machine
