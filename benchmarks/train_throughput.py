@@ -147,8 +147,8 @@ def shape_args(args) -> list[str]:
             "--attn", ",".join(map(str, args.attn)), "--res-blocks", str(args.res_blocks), "--head-dim", str(args.head_dim)]
 
 
-def worker(args) -> None:
-    """Time genlab's training step in one configuration; print one JSON line."""
+def genlab_step(args, amp: bool):
+    """genlab's training step at the benchmark's shape: (one_step() -> loss, the EMA update after step i, the net)."""
     import torch
 
     from genlab.diffusion import Denoiser, GaussianDiffusion
@@ -163,7 +163,6 @@ def worker(args) -> None:
     ema = EMA(net, 0.999)
     gen = torch.Generator().manual_seed(1)
     x0 = torch.rand(args.batch, 1, args.size, args.size, generator=gen) * 2 - 1
-    amp = args.worker == "fast"
 
     def one_step():
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
@@ -176,11 +175,19 @@ def worker(args) -> None:
         opt.zero_grad(set_to_none=True)
         return loss
 
+    return one_step, lambda i: ema.update(net, i + 1), net
+
+
+def worker(args) -> None:
+    """Time genlab's training step in one configuration; print one JSON line."""
+    import torch
+
+    one_step, ema_update, net = genlab_step(args, amp=args.worker == "fast")
     losses = []
 
     def timed(i):
         losses.append(one_step().item())
-        ema.update(net, i + 1)
+        ema_update(i)
 
     timing = time_steps(timed, args.warmup, args.steps)
     from torch.utils.flop_counter import FlopCounterMode
@@ -191,6 +198,25 @@ def worker(args) -> None:
                       "gflop_per_step": counter.get_total_flops() / 1e9, "images_per_s": args.batch / timing["seconds"],
                       "parameters": sum(p.numel() for p in net.parameters()), "loss_last": losses[-1],
                       "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+
+
+def profile(args) -> None:
+    """The fast step under torch.profiler: milliseconds per step and the operators by their own time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    one_step, ema_update, _ = genlab_step(args, amp=True)
+    for i in range(args.warmup):
+        one_step()
+        ema_update(i)
+    t0 = time.perf_counter()
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(args.steps):
+            one_step()
+            ema_update(i)
+    print(describe_shape(args) + f" steps; genlab fast, profiled: {(time.perf_counter() - t0) / args.steps * 1000:.0f} ms per step "
+          "(with the profiler's own overhead)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=45))
 
 
 def run_json(cmd: list[str], env=None) -> list[dict]:
@@ -267,9 +293,13 @@ def main():
     p.add_argument("--data", default="mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--worker", choices=("fp32", "fast"), help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true",
+                   help="profile genlab's fast step instead (torch.profiler over --steps steps after --warmup): where the time goes")
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    if args.profile:
+        return profile(args)
     print(describe_shape(args) + " steps")
     _, peak, peak_name = yardstick()
     for batch in [args.batch] + [b for b in args.memory if b != args.batch]:
