@@ -18,6 +18,12 @@ The peer runs in diffusers' own virtual environment (genlab never depends on it)
     python3 -m venv benchmarks/.venv-diffusers
     benchmarks/.venv-diffusers/bin/pip install torch==2.13.0 && benchmarks/.venv-diffusers/bin/pip install diffusers
 
+Every run also times the **convolutions-only floor**: the same network, step and precision with
+every GroupNorm and SiLU made the identity and each attention block's core (q k^T, softmax,
+weights v) skipped, every convolution (the 1x1 q/k/v and output projections included) kept at
+its shape. That is the step as fast as it can be if everything but the convolutions took no
+time: the ceiling this CPU's oneDNN convolutions put on any U-Net of this shape.
+
 ``--check-steps N`` trains the same shape on real data with ``genlab train`` for N steps
 in fp32 and in the fast path from the same seed and compares the loss curves and the test
 bits/dim (the fast path must match fp32 within 1%).
@@ -63,19 +69,20 @@ def peak_rss_mib() -> float:
 
 
 def time_steps(step, warmup: int, steps: int) -> dict:
-    """Call ``step(i)`` for i < warmup + steps; the median seconds of the last ``steps`` calls, the
+    """Call ``step(i)`` for i < warmup + steps; the median seconds of the last ``steps`` calls (or of the
+    seconds they return, when a call times only part of itself), the
     first call's seconds (start-up and compiling included) and resident memory after the warm-up,
     at the end and at its peak. Every benchmark, genlab's and the peer's, is timed by this."""
     times, rss_warm, first = [], None, None
     t_start = time.perf_counter()
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        step(i)
+        own = step(i)
         now = time.perf_counter()
         if first is None:
             first = now - t_start
         if i >= warmup:
-            times.append(now - t0)
+            times.append(own if isinstance(own, float) else now - t0)
         if i + 1 == warmup:
             rss_warm = rss_mib()
     return {"seconds": statistics.median(times), "first_step_s": first, "rss_warm_mib": rss_warm,
@@ -147,8 +154,40 @@ def shape_args(args) -> list[str]:
             "--attn", ",".join(map(str, args.attn)), "--res-blocks", str(args.res_blocks), "--head-dim", str(args.head_dim)]
 
 
-def genlab_step(args, amp: bool):
-    """genlab's training step at the benchmark's shape: (one_step() -> loss, the EMA update after step i, the net)."""
+def convolutions_only(net):
+    """``net`` with everything but its convolutions and linear layers made free: GroupNorm and SiLU
+    the identity, each attention block's core (q k^T, softmax, weights v) skipped, x + proj(first
+    C channels of qkv(x)). Same shapes, same convolutions; the output means nothing. Changes
+    this ``net`` only (its modules and their bound ``forward``), so it can be timed beside an
+    unchanged one in the same process."""
+    import types
+
+    from torch import nn
+
+    from genlab.nets import unet
+
+    def resblock(self, x, emb):  # ResBlock.forward without its three SiLUs (its norms are the identity below)
+        h = self.conv1(self.norm1(x))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        return self.skip(x) + self.conv2(self.dropout(self.norm2(h) * (1 + scale) + shift))
+
+    def attention(self, x):
+        return x + self.proj(self.qkv(x)[:, : x.shape[1]])
+
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, (nn.GroupNorm, nn.SiLU)):
+                setattr(module, name, nn.Identity())
+            elif isinstance(child, unet.ResBlock):
+                child.forward = types.MethodType(resblock, child)
+            elif isinstance(child, unet.AttentionBlock):
+                child.forward = types.MethodType(attention, child)
+    return net
+
+
+def genlab_step(args, amp: bool, floor: bool = False):
+    """genlab's training step at the benchmark's shape: (one_step() -> loss, the EMA update after step i, the net).
+    ``floor``: the convolutions-only network (:func:`convolutions_only`)."""
     import torch
 
     from genlab.diffusion import Denoiser, GaussianDiffusion
@@ -158,6 +197,8 @@ def genlab_step(args, amp: bool):
     torch.manual_seed(0)
     net = UNet(image_size=args.size, in_channels=1, channels=args.channels, num_res_blocks=args.res_blocks,
                attn_resolutions=args.attn, dropout=0.0, head_dim=args.head_dim)
+    if floor:
+        net = convolutions_only(net)
     diff = GaussianDiffusion.from_schedule("linear", 1000)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-4)
     ema = EMA(net, 0.999)
@@ -179,22 +220,35 @@ def genlab_step(args, amp: bool):
 
 
 def worker(args) -> None:
-    """Time genlab's training step in one configuration; print one JSON line."""
+    """Time genlab's training step in one configuration; print one JSON line. "convs-only" times the
+    fast step and its convolutions-only floor in one process, alternating steps, so that the
+    difference between the two is not the drift of a shared machine between two processes."""
     import torch
-
-    one_step, ema_update, net = genlab_step(args, amp=args.worker == "fast")
-    losses = []
-
-    def timed(i):
-        losses.append(one_step().item())
-        ema_update(i)
-
-    timing = time_steps(timed, args.warmup, args.steps)
     from torch.utils.flop_counter import FlopCounterMode
 
+    floor = args.worker == "convs-only"
+    one_step, ema_update, net = genlab_step(args, amp=args.worker in ("fast", "convs-only"), floor=floor)
+    if floor:
+        paired_step, paired_ema, _ = genlab_step(args, amp=True)
+    losses, paired = [], []
+
+    def timed(i):
+        if floor:
+            t0 = time.perf_counter()
+            paired_step().item()
+            paired_ema(i)
+            if i >= args.warmup:
+                paired.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        losses.append(one_step().item())
+        ema_update(i)
+        return time.perf_counter() - t0
+
+    timing = time_steps(timed, args.warmup, args.steps)
     with FlopCounterMode(display=False) as counter:  # matmuls and convolutions of one step, forward and backward
         one_step()
-    print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, **timing,
+    extra = {"paired_fast_seconds": statistics.median(paired)} if floor else {}
+    print(json.dumps({"library": "genlab", "config": args.worker, "batch": args.batch, **timing, **extra,
                       "gflop_per_step": counter.get_total_flops() / 1e9, "images_per_s": args.batch / timing["seconds"],
                       "parameters": sum(p.numel() for p in net.parameters()), "loss_last": losses[-1],
                       "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
@@ -241,7 +295,7 @@ def peer_rows(args, batch: int) -> list[dict]:
 def genlab_rows(args, batch: int) -> list[dict]:
     a = argparse.Namespace(**{**vars(args), "batch": batch})
     rows = []
-    for config in ("fp32", "fast"):
+    for config in ("fp32", "fast", "convs-only"):
         rows += run_json([sys.executable, __file__, "--worker", config, *shape_args(a), "--steps", str(args.steps),
                           "--warmup", str(args.warmup)])
     return rows
@@ -292,7 +346,7 @@ def main():
     p.add_argument("--check-steps", type=int, default=0, help="compare fp32 and fast training on real data over N steps")
     p.add_argument("--data", default="mnist")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--worker", choices=("fp32", "fast"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=("fp32", "fast", "convs-only"), help=argparse.SUPPRESS)
     p.add_argument("--profile", action="store_true",
                    help="profile genlab's fast step instead (torch.profiler over --steps steps after --warmup): where the time goes")
     args = p.parse_args()
@@ -316,15 +370,25 @@ def main():
             print(f"  {lib:18s} {r['config']:12s} {r['parameters'] / 1e6:6.2f}M {gflop:10.1f} {r['images_per_s']:9.1f} "
                   f"{r['seconds'] * 1e3:8.0f} {100 * gflop / r['seconds'] / peak:10.1f}% "
                   f"{r['first_step_s']:10.1f} {r['peak_rss_mib']:12.0f} {growth:>14s}")
-        ours = max((r for r in rows if r.get("library") == "genlab"), key=lambda r: r["images_per_s"])
+        floor = next(r for r in rows if r.get("config") == "convs-only")
+        ours = max((r for r in rows if r.get("library") == "genlab" and r is not floor), key=lambda r: r["images_per_s"])
         fp32 = next(r for r in rows if r.get("library") == "genlab" and r["config"] == "fp32")
         fast = next(r for r in rows if r.get("config") == "fast" and r.get("library"))
-        print(f"  genlab fast runs {fast['images_per_s'] / fp32['images_per_s']:.2f} times the images/s of genlab fp32")
+        print(f"  genlab fast runs {fast['images_per_s'] / fp32['images_per_s']:.2f} times the images/s of genlab fp32; "
+              f"the convolutions-only floor (the fast step with GroupNorm, SiLU and the attention cores free) "
+              f"{floor['paired_fast_seconds'] / floor['seconds']:.2f} times the fast step timed beside it")
         peers = [r for r in rows if r.get("peer")]
         if peers:
             best = max(peers, key=lambda r: r["images_per_s"])
             print(f"  genlab best ({ours['config']}) / diffusers best ({best['config']}) = "
                   f"{ours['images_per_s'] / best['images_per_s']:.2f}x   (goal: at least 2 times)")
+            goal = 2 * best["images_per_s"]
+            print(f"  the goal needs {goal:.1f} images/s ({args.batch * 1e3 / goal:.0f} ms per step); the convolutions alone, "
+                  f"with nothing else costing time, run {floor['images_per_s']:.1f} ({floor['seconds'] * 1e3:.0f} ms per step, "
+                  f"against {floor['paired_fast_seconds'] * 1e3:.0f} ms for the fast step timed beside it): that leaves "
+                  f"{max(0.0, args.batch * 1e3 / goal - floor['seconds'] * 1e3):.0f} ms per step for every GroupNorm, SiLU "
+                  f"and attention core, forward and backward, which take "
+                  f"{(floor['paired_fast_seconds'] - floor['seconds']) * 1e3:.0f} ms in the fast step")
     if args.check_steps:
         check_numerics(args)
 
