@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from train_throughput import add_shape_args, time_steps  # this folder: the same timing as genlab's side
+from train_throughput import add_shape_args, synchronizer, time_steps  # this folder: the same timing as genlab's side
 
 
 def build(args):
@@ -67,22 +67,24 @@ def main():
 
     for config in args.configs.split(","):
         torch.manual_seed(0)
+        device = torch.device(args.device)
         net, down, up = build(args)
+        net = net.to(device)
         eager = net  # the same module uncompiled: FLOPs are counted on it
         if config.startswith("compile"):
             net = torch.compile(net)
         sched = DDPMScheduler(num_train_timesteps=1000)
         gen = torch.Generator().manual_seed(1)
-        x0 = torch.rand(args.batch, args.in_channels, args.size, args.size, generator=gen) * 2 - 1
+        x0 = (torch.rand(args.batch, args.in_channels, args.size, args.size, generator=gen) * 2 - 1).to(device)
         amp = config in ("bf16", "compile-bf16")
         if args.mode == "train":
             opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
             def step(i):
-                noise = torch.randn(x0.shape, generator=gen)
-                t = torch.randint(0, 1000, (args.batch,), generator=gen)
+                noise = torch.randn(x0.shape, generator=gen).to(device)
+                t = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
                 xt = sched.add_noise(x0, noise, t)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     pred = net(xt, t).sample
                 loss = torch.nn.functional.mse_loss(pred.float(), noise)
                 loss.backward()
@@ -94,17 +96,20 @@ def main():
             timing = time_steps(step, args.warmup, args.steps)
         else:
             net.eval()
-            t_eval = torch.full((args.batch,), 500)
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                timing = time_steps(lambda i: net(x0, t_eval).sample.float(), args.warmup, args.steps)
+            t_eval = torch.full((args.batch,), 500, device=device)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                timing = time_steps(lambda i: net(x0, t_eval).sample.float(), args.warmup, args.steps,
+                                    sync=synchronizer(args.device))
         median = timing["seconds"]
+        if device.type == "cuda":
+            timing["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
         gflop = None
         if args.mode == "train":
             from torch.utils.flop_counter import FlopCounterMode
 
             with FlopCounterMode(display=False) as counter:  # matmuls and convolutions of one step
-                t = torch.randint(0, 1000, (args.batch,), generator=gen)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                t = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     pred = eager(x0, t).sample
                 torch.nn.functional.mse_loss(pred.float(), x0).backward()
             opt.zero_grad(set_to_none=True)

@@ -1,6 +1,6 @@
 """Milliseconds per network evaluation when sampling: genlab's U-Net against diffusers', same shape, same run.
 
-    python benchmarks/sample_latency.py --peer diffusers [--peer-python PY] [--batch 64] [--compile]
+    python benchmarks/sample_latency.py --peer diffusers [--peer-python PY] [--batch 64] [--compile] [--device cuda]
 
 One network evaluation is the forward pass a sampler makes per step, with gradients off:
 genlab under ``torch.no_grad`` as its samplers run it, in fp32 and, where the CPU does bf16
@@ -36,6 +36,7 @@ from train_throughput import (
     describe_shape,
     run_json,
     shape_args,
+    synchronizer,
     time_steps,
     yardstick,
 )
@@ -51,21 +52,25 @@ def worker(args) -> None:
                attn_resolutions=args.attn, dropout=0.0, head_dim=args.head_dim).eval()
     if args.worker == "convs-only":
         net = convolutions_only(net)
-    x = torch.randn(args.batch, 1, args.size, args.size)
-    t = torch.full((args.batch,), 500)
+    device = torch.device(args.device)
+    net = net.to(device)
+    x = torch.randn(args.batch, 1, args.size, args.size).to(device)
+    t = torch.full((args.batch,), 500, device=device)
     from torch.utils.flop_counter import FlopCounterMode
 
     from genlab.precision import native_bf16
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:  # counted eagerly, before any compiling
         net(x, t)
-    bf16 = args.worker == "bf16" or (args.worker in ("compiled", "convs-only") and native_bf16("cpu")[0])  # genlab sample's choice
+    bf16 = args.worker == "bf16" or (args.worker in ("compiled", "convs-only") and native_bf16(device)[0])  # genlab sample's choice
     if args.worker == "compiled":
         from genlab.run import compile_network
 
         compile_network(net)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        timing = time_steps(lambda i: net(x, t).float(), args.warmup, args.steps)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        timing = time_steps(lambda i: net(x, t).float(), args.warmup, args.steps, sync=synchronizer(args.device))
+    if device.type == "cuda":
+        timing["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     config = f"{args.worker}-{'bf16' if bf16 else 'fp32'}" if args.worker in ("compiled", "convs-only") else args.worker
     print(json.dumps({"library": "genlab", "config": config, "batch": args.batch, **timing, "ms": timing["seconds"] * 1e3,
                       "gflop_per_eval": counter.get_total_flops() / 1e9,
@@ -84,7 +89,7 @@ def main():
     if args.worker:
         return worker(args)
     print(describe_shape(args) + " evaluations")
-    native, peak, peak_name = yardstick()
+    native, peak, peak_name = yardstick(args.device)
     rows = []
     for config in ("fp32",) + (("bf16",) if native else ()) + (("compiled",) if args.compile else ()) + ("convs-only",):
         rows += run_json([sys.executable, __file__, "--worker", config, *shape_args(args), "--steps", str(args.steps),

@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --peer diffusers [--peer-python PY] [--batch 64] [--memory 64,256]
     python benchmarks/train_throughput.py --check-steps 300 --data-dir ../shared/data/mnist
+    python benchmarks/train_throughput.py --peer diffusers --device cuda   # on a GPU machine
 
 One training step is what each library's own training loop does per batch. genlab: t and
 eps drawn, the eps-MSE loss (L_simple), backward, gradient clipping at 1, AdamW, EMA update,
@@ -68,7 +69,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_steps(step, warmup: int, steps: int) -> dict:
+def synchronizer(device: str):
+    """What ends a timed call on ``device``: CUDA kernels run asynchronously, so the clock stops
+    after torch.cuda.synchronize(); on the CPU nothing is pending."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def time_steps(step, warmup: int, steps: int, sync=None) -> dict:
     """Call ``step(i)`` for i < warmup + steps; the median seconds of the last ``steps`` calls (or of the
     seconds they return, when a call times only part of itself), the
     first call's seconds (start-up and compiling included) and resident memory after the warm-up,
@@ -78,6 +89,8 @@ def time_steps(step, warmup: int, steps: int) -> dict:
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         own = step(i)
+        if sync is not None:
+            sync()
         now = time.perf_counter()
         if first is None:
             first = now - t_start
@@ -100,43 +113,53 @@ def add_shape_args(p: argparse.ArgumentParser, steps: int, head_dim: int = 32,
     p.add_argument("--head-dim", type=int, default=head_dim, help=head_help)
     p.add_argument("--steps", type=int, default=steps, help="timed steps per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda: the networks, the data and the matmul yardstick on it (default cpu)")
 
 
 def describe_shape(args) -> str:
     import torch
 
-    return (f"U-Net widths {tuple(args.channels)}, attention at {tuple(args.attn)} ({args.head_dim} channels per head), "
+    where = "" if args.device == "cpu" else f"on {args.device}, "
+    return (f"{where}U-Net widths {tuple(args.channels)}, attention at {tuple(args.attn)} ({args.head_dim} channels per head), "
             f"{args.res_blocks} ResBlocks per level, {args.size}-by-{args.size} pixels, 1 channel, batch {args.batch}, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.steps} timed after "
             f"{args.warmup} warm-up")
 
 
-def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 10) -> float:
-    """What this CPU does on a large square matmul, GFLOP/s: the yardstick for the fraction of peak."""
+def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    """What this CPU (or GPU) does on a large square matmul, GFLOP/s: the yardstick for the fraction of peak."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    sync = synchronizer(device)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(3):
         a @ b
+    sync()
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync()
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def yardstick() -> tuple[bool, float, str]:
+def yardstick(device: str = "cpu") -> tuple[bool, float, str]:
     """Measure and print this CPU's matmul peak: (native bf16?, GFLOP/s of the faster dtype, its name).
 
     Without native bf16 a bf16 matmul runs at a few GFLOP/s (minutes for this yardstick): not measured there.
     """
+    import torch
+
     from genlab.precision import native_bf16
 
-    native, why = native_bf16("cpu")
-    peak = {d: matmul_peak_gflops(d) for d in (("float32", "bfloat16") if native else ("float32",))}
+    native, why = native_bf16(device)
+    n = 8192 if torch.device(device).type == "cuda" else 2048  # a GPU needs a larger matmul to reach its peak
+    peak = {d: matmul_peak_gflops(d, n=n, device=device) for d in (("float32", "bfloat16") if native else ("float32",))}
     best_dtype = max(peak, key=lambda d: peak[d])
     peak_name = {"float32": "fp32", "bfloat16": "bf16"}[best_dtype]
-    print(f"{cpu_name()}: 2048^3 matmul {peak['float32']:.0f} GFLOP/s in fp32, "
+    name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else cpu_name()
+    print(f"{name}: {n}^3 matmul {peak['float32']:.0f} GFLOP/s in fp32, "
           + (f"{peak['bfloat16']:.0f} in bf16" if native else f"bf16 not measured ({why})")
           + f" (the fraction of peak below is against the {peak_name} figure)")
     return native, peak[best_dtype], peak_name
@@ -151,7 +174,8 @@ def cpu_name() -> str:
 
 def shape_args(args) -> list[str]:
     return ["--batch", str(args.batch), "--size", str(args.size), "--channels", ",".join(map(str, args.channels)),
-            "--attn", ",".join(map(str, args.attn)), "--res-blocks", str(args.res_blocks), "--head-dim", str(args.head_dim)]
+            "--attn", ",".join(map(str, args.attn)), "--res-blocks", str(args.res_blocks), "--head-dim", str(args.head_dim),
+            "--device", args.device]
 
 
 def convolutions_only(net):
@@ -195,20 +219,22 @@ def genlab_step(args, amp: bool, floor: bool = False):
     from genlab.training.ema import EMA
 
     torch.manual_seed(0)
+    device = torch.device(args.device)
     net = UNet(image_size=args.size, in_channels=1, channels=args.channels, num_res_blocks=args.res_blocks,
                attn_resolutions=args.attn, dropout=0.0, head_dim=args.head_dim)
     if floor:
         net = convolutions_only(net)
+    net = net.to(device)
     diff = GaussianDiffusion.from_schedule("linear", 1000)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-4)
     ema = EMA(net, 0.999)
     gen = torch.Generator().manual_seed(1)
-    x0 = torch.rand(args.batch, 1, args.size, args.size, generator=gen) * 2 - 1
+    x0 = (torch.rand(args.batch, 1, args.size, args.size, generator=gen) * 2 - 1).to(device)
 
-    def one_step():
-        t = torch.randint(0, 1000, (args.batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+    def one_step():  # t and noise drawn on the CPU from one generator, on every device the same
+        t = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = diff.training_losses(Denoiser(net), x0, t, noise)["loss"].float().mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -244,7 +270,9 @@ def worker(args) -> None:
         ema_update(i)
         return time.perf_counter() - t0
 
-    timing = time_steps(timed, args.warmup, args.steps)
+    timing = time_steps(timed, args.warmup, args.steps)  # .item() waits for the device
+    if torch.device(args.device).type == "cuda":
+        timing["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     with FlopCounterMode(display=False) as counter:  # matmuls and convolutions of one step, forward and backward
         one_step()
     extra = {"paired_fast_seconds": statistics.median(paired)} if floor else {}
@@ -264,13 +292,17 @@ def profile(args) -> None:
         one_step()
         ema_update(i)
     t0 = time.perf_counter()
-    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+    import torch
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(args.device).type == "cuda" else [])
+    with profiler(activities=activities) as prof:
         for i in range(args.steps):
             one_step()
             ema_update(i)
     print(describe_shape(args) + f" steps; genlab fast, profiled: {(time.perf_counter() - t0) / args.steps * 1000:.0f} ms per step "
           "(with the profiler's own overhead)")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=45))
+    by = "self_device_time_total" if torch.device(args.device).type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=by, row_limit=25, max_name_column_width=45))
 
 
 def run_json(cmd: list[str], env=None) -> list[dict]:
@@ -355,7 +387,7 @@ def main():
     if args.profile:
         return profile(args)
     print(describe_shape(args) + " steps")
-    _, peak, peak_name = yardstick()
+    _, peak, peak_name = yardstick(args.device)
     for batch in [args.batch] + [b for b in args.memory if b != args.batch]:
         rows = genlab_rows(args, batch)
         if args.peer == "diffusers":
