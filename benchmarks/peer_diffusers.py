@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from train_throughput import add_shape_args, synchronizer, time_steps  # this folder: the same timing as genlab's side
+from train_throughput import add_shape_args, time_steps  # this folder: the same timing as genlab's side
 
 
 def build(args):
@@ -93,16 +93,13 @@ def main():
                 opt.zero_grad(set_to_none=True)
                 loss.item()
 
-            timing = time_steps(step, args.warmup, args.steps)
+            timing = time_steps(step, args.warmup, args.steps, args.device)
         else:
             net.eval()
             t_eval = torch.full((args.batch,), 500, device=device)
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                timing = time_steps(lambda i: net(x0, t_eval).sample.float(), args.warmup, args.steps,
-                                    sync=synchronizer(args.device))
+                timing = time_steps(lambda i: net(x0, t_eval).sample.float(), args.warmup, args.steps, args.device)
         median = timing["seconds"]
-        if device.type == "cuda":
-            timing["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
         gflop = None
         if args.mode == "train":
             from torch.utils.flop_counter import FlopCounterMode

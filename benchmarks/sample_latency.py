@@ -36,7 +36,6 @@ from train_throughput import (
     describe_shape,
     run_json,
     shape_args,
-    synchronizer,
     time_steps,
     yardstick,
 )
@@ -68,9 +67,7 @@ def worker(args) -> None:
 
         compile_network(net)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        timing = time_steps(lambda i: net(x, t).float(), args.warmup, args.steps, sync=synchronizer(args.device))
-    if device.type == "cuda":
-        timing["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        timing = time_steps(lambda i: net(x, t).float(), args.warmup, args.steps, args.device)
     config = f"{args.worker}-{'bf16' if bf16 else 'fp32'}" if args.worker in ("compiled", "convs-only") else args.worker
     print(json.dumps({"library": "genlab", "config": config, "batch": args.batch, **timing, "ms": timing["seconds"] * 1e3,
                       "gflop_per_eval": counter.get_total_flops() / 1e9,

@@ -74,23 +74,30 @@ def synchronizer(device: str):
     after torch.cuda.synchronize(); on the CPU nothing is pending."""
     import torch
 
-    if torch.device(device).type == "cuda":
-        return torch.cuda.synchronize
-    return lambda: None
+    return torch.cuda.synchronize if on_cuda(device) else lambda: None
 
 
-def time_steps(step, warmup: int, steps: int, sync=None) -> dict:
+def on_cuda(device: str) -> bool:
+    import torch
+
+    return torch.device(device).type == "cuda"
+
+
+def time_steps(step, warmup: int, steps: int, device: str = "cpu") -> dict:
     """Call ``step(i)`` for i < warmup + steps; the median seconds of the last ``steps`` calls (or of the
     seconds they return, when a call times only part of itself), the
     first call's seconds (start-up and compiling included) and resident memory after the warm-up,
-    at the end and at its peak. Every benchmark, genlab's and the peer's, is timed by this."""
+    at the end and at its peak; on a GPU each call is waited for and the peak GPU memory is added.
+    Every benchmark, genlab's and the peer's, is timed by this."""
+    import torch
+
+    sync = synchronizer(device)
     times, rss_warm, first = [], None, None
     t_start = time.perf_counter()
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         own = step(i)
-        if sync is not None:
-            sync()
+        sync()
         now = time.perf_counter()
         if first is None:
             first = now - t_start
@@ -98,8 +105,9 @@ def time_steps(step, warmup: int, steps: int, sync=None) -> dict:
             times.append(own if isinstance(own, float) else now - t0)
         if i + 1 == warmup:
             rss_warm = rss_mib()
+    gpu = {"peak_gpu_mib": torch.cuda.max_memory_allocated() / 2 ** 20} if on_cuda(device) else {}
     return {"seconds": statistics.median(times), "first_step_s": first, "rss_warm_mib": rss_warm,
-            "rss_end_mib": rss_mib(), "peak_rss_mib": peak_rss_mib()}
+            "rss_end_mib": rss_mib(), "peak_rss_mib": peak_rss_mib(), **gpu}
 
 
 def add_shape_args(p: argparse.ArgumentParser, steps: int, head_dim: int = 32,
@@ -154,11 +162,11 @@ def yardstick(device: str = "cpu") -> tuple[bool, float, str]:
     from genlab.precision import native_bf16
 
     native, why = native_bf16(device)
-    n = 8192 if torch.device(device).type == "cuda" else 2048  # a GPU needs a larger matmul to reach its peak
+    n = 8192 if on_cuda(device) else 2048  # a GPU needs a larger matmul to reach its peak
     peak = {d: matmul_peak_gflops(d, n=n, device=device) for d in (("float32", "bfloat16") if native else ("float32",))}
     best_dtype = max(peak, key=lambda d: peak[d])
     peak_name = {"float32": "fp32", "bfloat16": "bf16"}[best_dtype]
-    name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else cpu_name()
+    name = torch.cuda.get_device_name(device) if on_cuda(device) else cpu_name()
     print(f"{name}: {n}^3 matmul {peak['float32']:.0f} GFLOP/s in fp32, "
           + (f"{peak['bfloat16']:.0f} in bf16" if native else f"bf16 not measured ({why})")
           + f" (the fraction of peak below is against the {peak_name} figure)")
@@ -270,9 +278,7 @@ def worker(args) -> None:
         ema_update(i)
         return time.perf_counter() - t0
 
-    timing = time_steps(timed, args.warmup, args.steps)  # .item() waits for the device
-    if torch.device(args.device).type == "cuda":
-        timing["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    timing = time_steps(timed, args.warmup, args.steps, args.device)
     with FlopCounterMode(display=False) as counter:  # matmuls and convolutions of one step, forward and backward
         one_step()
     extra = {"paired_fast_seconds": statistics.median(paired)} if floor else {}
@@ -287,22 +293,20 @@ def profile(args) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
 
+    cuda = on_cuda(args.device)
     one_step, ema_update, _ = genlab_step(args, amp=True)
     for i in range(args.warmup):
         one_step()
         ema_update(i)
     t0 = time.perf_counter()
-    import torch
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(args.device).type == "cuda" else [])
-    with profiler(activities=activities) as prof:
+    with profiler(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         for i in range(args.steps):
             one_step()
             ema_update(i)
     print(describe_shape(args) + f" steps; genlab fast, profiled: {(time.perf_counter() - t0) / args.steps * 1000:.0f} ms per step "
           "(with the profiler's own overhead)")
-    by = "self_device_time_total" if torch.device(args.device).type == "cuda" else "self_cpu_time_total"
-    print(prof.key_averages().table(sort_by=by, row_limit=25, max_name_column_width=45))
+    print(prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=25,
+                                    max_name_column_width=45))
 
 
 def run_json(cmd: list[str], env=None) -> list[dict]:
